@@ -1,0 +1,65 @@
+import Database from 'better-sqlite3'
+import { mkdirSync, readdirSync, readFileSync } from 'node:fs'
+import { dirname, join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+
+export type DB = Database.Database
+
+const MIGRATIONS_DIR = join(dirname(fileURLToPath(import.meta.url)), 'migrations')
+
+/** How long a connection waits for another process's write lock, in ms. */
+export const BUSY_TIMEOUT_MS = 5000
+
+export interface Migration {
+  version: number
+  name: string
+  sql: string
+}
+
+export function loadMigrations (dir = MIGRATIONS_DIR): Migration[] {
+  return readdirSync(dir)
+    .filter((f) => /^\d{3}-[\w-]+\.sql$/.test(f))
+    .sort()
+    .map((f) => ({ version: Number(f.slice(0, 3)), name: f, sql: readFileSync(join(dir, f), 'utf8') }))
+}
+
+/**
+ * Opens (creating if needed) the database file, sets the pragmas every connection needs and applies
+ * pending migrations. Safe to call from several processes at once: migrations run inside one
+ * immediate transaction that re-reads `user_version` after taking the write lock.
+ */
+export function openDatabase (file: string, opts: { readonly?: boolean } = {}): DB {
+  if (file !== ':memory:' && !opts.readonly) mkdirSync(dirname(file), { recursive: true })
+  const db = new Database(file, { timeout: BUSY_TIMEOUT_MS, readonly: opts.readonly ?? false, fileMustExist: opts.readonly ?? false })
+  if (!opts.readonly) db.pragma('journal_mode = WAL')
+  // NORMAL in WAL mode survives application crashes (SIGKILL); only an OS crash can lose the last commits.
+  db.pragma('synchronous = NORMAL')
+  db.pragma('foreign_keys = ON')
+  db.pragma('temp_store = MEMORY')
+  // Bounds the -wal file after checkpoints (64 MiB).
+  db.pragma('journal_size_limit = 67108864')
+  if (!opts.readonly) migrate(db)
+  return db
+}
+
+export function schemaVersion (db: DB): number {
+  return db.pragma('user_version', { simple: true }) as number
+}
+
+export function migrate (db: DB, migrations = loadMigrations()): number {
+  const latest = migrations.at(-1)?.version ?? 0
+  if (schemaVersion(db) >= latest) return schemaVersion(db)
+  db.transaction(() => {
+    const current = schemaVersion(db)
+    for (const m of migrations) {
+      if (m.version <= current) continue
+      db.exec(m.sql)
+      db.pragma(`user_version = ${m.version}`)
+    }
+  }).immediate()
+  return schemaVersion(db)
+}
+
+export function latestMigration (): number {
+  return loadMigrations().at(-1)?.version ?? 0
+}

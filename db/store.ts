@@ -1,0 +1,342 @@
+import type { DB } from './database.js'
+
+/*
+ * The only module with SQL. Every operation is an atomic unit; every multi-step write runs in one
+ * `BEGIN IMMEDIATE` transaction, so two processes on one file serialise on the write lock instead of
+ * failing a read→write upgrade with SQLITE_BUSY. Methods return promises so that a second, asynchronous
+ * implementation (PostgreSQL) can sit behind the same interface; this one never awaits inside a
+ * transaction.
+ */
+
+export interface UserRow {
+  id: string
+  username: string
+  password_hash: string
+  disabled_at: number | null
+  created_at: number
+  updated_at: number
+}
+
+export interface ClientRow {
+  id: string
+  secret_digest: Buffer | null
+  delivery: 'cookie' | 'body' | 'both'
+  grants: string
+  scopes: string
+  origins: string
+  access_ttl: number | null
+  idle_ttl: number | null
+  session_ttl: number | null
+  created_at: number
+}
+
+export interface SessionRow {
+  id: string
+  user_id: string
+  client_id: string
+  scope: string
+  generation: number
+  user_agent: string | null
+  ip: string | null
+  device_id: string | null
+  created_at: number
+  last_used_at: number
+  idle_expires_at: number
+  expires_at: number
+  revoked_at: number | null
+  revoked_reason: string | null
+}
+
+export interface TokenRow {
+  digest: Buffer
+  session_id: string
+  generation: number
+  parent_generation: number | null
+  issued_at: number
+  issued_ip: string | null
+  issued_user_agent: string | null
+  used_at: number | null
+  used_ip: string | null
+  used_user_agent: string | null
+  used_device_id: string | null
+  successor_sealed: Buffer | null
+}
+
+export interface KeyRow {
+  kid: string
+  alg: string
+  private_pem: string
+  public_jwk: string
+  created_at: number
+  retired_at: number | null
+  expires_at: number | null
+}
+
+export interface EventInput {
+  type: string
+  user_id?: string | null
+  session_id?: string | null
+  client_id?: string | null
+  ip?: string | null
+  user_agent?: string | null
+  reason?: string | null
+  detail?: Record<string, unknown> | null
+}
+
+export interface EventRow extends Required<Omit<EventInput, 'detail'>> {
+  id: number
+  at: number
+  detail: string | null
+}
+
+export interface RequestMeta {
+  ip: string
+  user_agent: string
+  device_id: string | null
+}
+
+export interface NewSession {
+  id: string
+  user_id: string
+  client_id: string
+  scope: string
+  meta: RequestMeta
+  now: number
+  idle_expires_at: number
+  expires_at: number
+  token_digest: Buffer
+  events: EventInput[]
+}
+
+export interface RefreshState {
+  token: TokenRow
+  session: SessionRow
+  user: UserRow
+}
+
+/** What the refresh grant decided, inside the transaction, from the state it was shown. */
+export type RefreshDecision =
+  | { kind: 'reject', revoke?: string, events: EventInput[], reason: string, description: string }
+  | { kind: 'rotate', idle_expires_at: number, events: EventInput[] }
+  | { kind: 'replay', events: EventInput[] }
+
+export interface RefreshInput {
+  digest: Buffer
+  now: number
+  meta: RequestMeta
+  child_digest: Buffer
+  /** The child token sealed under the presented one (see server/refresh-tokens.ts). */
+  sealed: Buffer
+  decide: (state: RefreshState) => RefreshDecision
+}
+
+export type RefreshResult =
+  | { kind: 'not_found' }
+  | { kind: 'rejected', decision: Extract<RefreshDecision, { kind: 'reject' }>, state: RefreshState }
+  | { kind: 'rotated', state: RefreshState, generation: number, events: EventInput[] }
+  | { kind: 'replayed', state: RefreshState, sealed: Buffer, events: EventInput[] }
+
+export interface Store {
+  createUser: (u: { id: string, username: string, password_hash: string, now: number }) => Promise<void>
+  findUserByUsername: (username: string) => Promise<UserRow | undefined>
+  findUserById: (id: string) => Promise<UserRow | undefined>
+  listUsers: () => Promise<UserRow[]>
+  /** Sets a new hash; with `revokeReason` also revokes every live session of the user, in one transaction. */
+  setPasswordHash: (userId: string, hash: string, now: number, revokeReason: string | null, events: EventInput[]) => Promise<number>
+  /** Disables (revoking all live sessions) or enables a user. Returns the number of sessions revoked. */
+  setUserDisabled: (userId: string, disabled: boolean, now: number, events: EventInput[]) => Promise<number>
+
+  createClient: (c: Omit<ClientRow, 'created_at'> & { now: number }) => Promise<void>
+  findClient: (id: string) => Promise<ClientRow | undefined>
+  listClients: () => Promise<ClientRow[]>
+
+  /** Inserts `make()`'s key unless a live key of that algorithm exists; returns the newest live key. */
+  ensureSigningKey: (alg: string, make: () => Omit<KeyRow, 'created_at' | 'retired_at' | 'expires_at'>, now: number) => Promise<KeyRow>
+  /** Keys still published in the JWKS at `now` (not past their expiry). */
+  publishedKeys: (now: number) => Promise<KeyRow[]>
+
+  startSession: (s: NewSession) => Promise<void>
+  refresh: (input: RefreshInput) => Promise<RefreshResult>
+  findSession: (id: string) => Promise<SessionRow | undefined>
+  revokeSession: (id: string, reason: string, now: number, events: EventInput[]) => Promise<boolean>
+
+  recordEvents: (events: EventInput[], now: number) => Promise<void>
+  listEvents: (filter: { user_id?: string, session_id?: string, limit?: number }) => Promise<EventRow[]>
+  lineage: (sessionId: string) => Promise<TokenRow[]>
+
+  close: () => void
+}
+
+export function createStore (db: DB): Store {
+  const q = {
+    insertUser: db.prepare('INSERT INTO users (id, username, password_hash, created_at, updated_at) VALUES (@id, @username, @password_hash, @now, @now)'),
+    userByName: db.prepare<[string], UserRow>('SELECT * FROM users WHERE username = ?'),
+    userById: db.prepare<[string], UserRow>('SELECT * FROM users WHERE id = ?'),
+    users: db.prepare<[], UserRow>('SELECT * FROM users ORDER BY username'),
+    setHash: db.prepare('UPDATE users SET password_hash = ?, updated_at = ? WHERE id = ?'),
+    setDisabled: db.prepare('UPDATE users SET disabled_at = ?, updated_at = ? WHERE id = ?'),
+
+    insertClient: db.prepare(`INSERT INTO clients (id, secret_digest, delivery, grants, scopes, origins, access_ttl, idle_ttl, session_ttl, created_at)
+      VALUES (@id, @secret_digest, @delivery, @grants, @scopes, @origins, @access_ttl, @idle_ttl, @session_ttl, @now)`),
+    client: db.prepare<[string], ClientRow>('SELECT * FROM clients WHERE id = ?'),
+    clients: db.prepare<[], ClientRow>('SELECT * FROM clients ORDER BY id'),
+
+    liveKey: db.prepare<[string], KeyRow>('SELECT * FROM signing_keys WHERE alg = ? AND retired_at IS NULL ORDER BY created_at DESC LIMIT 1'),
+    insertKey: db.prepare('INSERT INTO signing_keys (kid, alg, private_pem, public_jwk, created_at) VALUES (@kid, @alg, @private_pem, @public_jwk, @now)'),
+    keyByKid: db.prepare<[string], KeyRow>('SELECT * FROM signing_keys WHERE kid = ?'),
+    publishedKeys: db.prepare<[number], KeyRow>('SELECT * FROM signing_keys WHERE expires_at IS NULL OR expires_at > ? ORDER BY created_at DESC'),
+
+    insertSession: db.prepare(`INSERT INTO sessions (id, user_id, client_id, scope, generation, user_agent, ip, device_id, created_at, last_used_at, idle_expires_at, expires_at)
+      VALUES (@id, @user_id, @client_id, @scope, 0, @user_agent, @ip, @device_id, @now, @now, @idle_expires_at, @expires_at)`),
+    session: db.prepare<[string], SessionRow>('SELECT * FROM sessions WHERE id = ?'),
+    insertToken: db.prepare(`INSERT INTO refresh_tokens (digest, session_id, generation, parent_generation, issued_at, issued_ip, issued_user_agent)
+      VALUES (@digest, @session_id, @generation, @parent_generation, @now, @ip, @user_agent)`),
+    token: db.prepare<[Buffer], TokenRow>('SELECT * FROM refresh_tokens WHERE digest = ?'),
+    // Compare-and-set: consumes the token only if nobody has, and only if it is the live generation.
+    consume: db.prepare(`UPDATE refresh_tokens SET used_at = @now, used_ip = @ip, used_user_agent = @user_agent, used_device_id = @device_id, successor_sealed = @sealed
+      WHERE digest = @digest AND used_at IS NULL`),
+    advance: db.prepare(`UPDATE sessions SET generation = generation + 1, last_used_at = @now, idle_expires_at = @idle_expires_at
+      WHERE id = @id AND generation = @generation AND revoked_at IS NULL`),
+    revokeSession: db.prepare('UPDATE sessions SET revoked_at = ?, revoked_reason = ? WHERE id = ? AND revoked_at IS NULL'),
+    liveSessionsOfUser: db.prepare<[string, number], { id: string, client_id: string }>('SELECT id, client_id FROM sessions WHERE user_id = ? AND revoked_at IS NULL AND expires_at > ?'),
+    lineage: db.prepare<[string], TokenRow>('SELECT * FROM refresh_tokens WHERE session_id = ? ORDER BY generation'),
+
+    insertEvent: db.prepare(`INSERT INTO security_events (at, type, user_id, session_id, client_id, ip, user_agent, reason, detail)
+      VALUES (@at, @type, @user_id, @session_id, @client_id, @ip, @user_agent, @reason, @detail)`),
+    eventsAll: db.prepare<[number], EventRow>('SELECT * FROM security_events ORDER BY id DESC LIMIT ?'),
+    eventsUser: db.prepare<[string, number], EventRow>('SELECT * FROM security_events WHERE user_id = ? ORDER BY id DESC LIMIT ?'),
+    eventsSession: db.prepare<[string, number], EventRow>('SELECT * FROM security_events WHERE session_id = ? ORDER BY id DESC LIMIT ?')
+  }
+
+  const record = (events: EventInput[], now: number): void => {
+    for (const e of events) {
+      q.insertEvent.run({
+        at: now,
+        type: e.type,
+        user_id: e.user_id ?? null,
+        session_id: e.session_id ?? null,
+        client_id: e.client_id ?? null,
+        ip: e.ip ?? null,
+        user_agent: e.user_agent ?? null,
+        reason: e.reason ?? null,
+        detail: e.detail == null ? null : JSON.stringify(e.detail)
+      })
+    }
+  }
+
+  const revokeUserSessions = (userId: string, reason: string, now: number, events: EventInput[], userEvent: Omit<EventInput, 'type'>): number => {
+    const live = q.liveSessionsOfUser.all(userId, now)
+    for (const s of live) {
+      q.revokeSession.run(now, reason, s.id)
+      events.push({ ...userEvent, type: 'session_revoked', session_id: s.id, client_id: s.client_id, reason })
+    }
+    return live.length
+  }
+
+  const setPasswordHash = db.transaction((userId: string, hash: string, now: number, revokeReason: string | null, events: EventInput[]): number => {
+    q.setHash.run(hash, now, userId)
+    const n = revokeReason === null ? 0 : revokeUserSessions(userId, revokeReason, now, events, { user_id: userId })
+    record(events, now)
+    return n
+  })
+
+  const setUserDisabled = db.transaction((userId: string, disabled: boolean, now: number, events: EventInput[]): number => {
+    q.setDisabled.run(disabled ? now : null, now, userId)
+    const n = disabled ? revokeUserSessions(userId, 'account_disabled', now, events, { user_id: userId }) : 0
+    record(events, now)
+    return n
+  })
+
+  const ensureSigningKey = db.transaction((alg: string, make: () => Omit<KeyRow, 'created_at' | 'retired_at' | 'expires_at'>, now: number): KeyRow => {
+    const live = q.liveKey.get(alg)
+    if (live !== undefined) return live
+    const k = make()
+    q.insertKey.run({ ...k, now })
+    return q.keyByKid.get(k.kid) as KeyRow
+  })
+
+  const startSession = db.transaction((s: NewSession) => {
+    q.insertSession.run({
+      id: s.id,
+      user_id: s.user_id,
+      client_id: s.client_id,
+      scope: s.scope,
+      user_agent: s.meta.user_agent,
+      ip: s.meta.ip,
+      device_id: s.meta.device_id,
+      now: s.now,
+      idle_expires_at: s.idle_expires_at,
+      expires_at: s.expires_at
+    })
+    q.insertToken.run({ digest: s.token_digest, session_id: s.id, generation: 0, parent_generation: null, now: s.now, ip: s.meta.ip, user_agent: s.meta.user_agent })
+    record(s.events, s.now)
+  })
+
+  const refresh = db.transaction((input: RefreshInput): RefreshResult => {
+    const token = q.token.get(input.digest)
+    if (token === undefined) return { kind: 'not_found' }
+    const session = q.session.get(token.session_id) as SessionRow
+    const user = q.userById.get(session.user_id) as UserRow
+    const state: RefreshState = { token, session, user }
+    const decision = input.decide(state)
+
+    if (decision.kind === 'reject') {
+      if (decision.revoke !== undefined) q.revokeSession.run(input.now, decision.revoke, session.id)
+      record(decision.events, input.now)
+      return { kind: 'rejected', decision, state }
+    }
+    if (decision.kind === 'replay') {
+      record(decision.events, input.now)
+      return { kind: 'replayed', state, sealed: token.successor_sealed as Buffer, events: decision.events }
+    }
+    const m = input.meta
+    const consumed = q.consume.run({ now: input.now, ip: m.ip, user_agent: m.user_agent, device_id: m.device_id, sealed: input.sealed, digest: input.digest })
+    const advanced = q.advance.run({ now: input.now, idle_expires_at: decision.idle_expires_at, id: session.id, generation: token.generation })
+    // Both compare-and-sets hold under the write lock; if either misses, the decision was made on a
+    // stale view, which the immediate transaction rules out. Throwing rolls everything back.
+    if (consumed.changes !== 1 || advanced.changes !== 1) throw new Error('rotation compare-and-set failed')
+    const generation = token.generation + 1
+    q.insertToken.run({ digest: input.child_digest, session_id: session.id, generation, parent_generation: token.generation, now: input.now, ip: m.ip, user_agent: m.user_agent })
+    record(decision.events, input.now)
+    return { kind: 'rotated', state, generation, events: decision.events }
+  })
+
+  const revokeSession = db.transaction((id: string, reason: string, now: number, events: EventInput[]): boolean => {
+    const changed = q.revokeSession.run(now, reason, id).changes === 1
+    if (changed) record(events, now)
+    return changed
+  })
+
+  const recordEvents = db.transaction((events: EventInput[], now: number) => record(events, now))
+
+  return {
+    async createUser (u) { q.insertUser.run(u) },
+    async findUserByUsername (username) { return q.userByName.get(username) },
+    async findUserById (id) { return q.userById.get(id) },
+    async listUsers () { return q.users.all() },
+    async setPasswordHash (userId, hash, now, revokeReason, events) { return setPasswordHash.immediate(userId, hash, now, revokeReason, events) },
+    async setUserDisabled (userId, disabled, now, events) { return setUserDisabled.immediate(userId, disabled, now, events) },
+
+    async createClient (c) { q.insertClient.run(c) },
+    async findClient (id) { return q.client.get(id) },
+    async listClients () { return q.clients.all() },
+
+    async ensureSigningKey (alg, make, now) { return ensureSigningKey.immediate(alg, make, now) },
+    async publishedKeys (now) { return q.publishedKeys.all(now) },
+
+    async startSession (s) { startSession.immediate(s) },
+    async refresh (input) { return refresh.immediate(input) },
+    async findSession (id) { return q.session.get(id) },
+    async revokeSession (id, reason, now, events) { return revokeSession.immediate(id, reason, now, events) },
+
+    async recordEvents (events, now) { recordEvents.immediate(events, now) },
+    async listEvents ({ user_id: userId, session_id: sessionId, limit = 1000 }) {
+      if (sessionId !== undefined) return q.eventsSession.all(sessionId, limit)
+      if (userId !== undefined) return q.eventsUser.all(userId, limit)
+      return q.eventsAll.all(limit)
+    },
+    async lineage (sessionId) { return q.lineage.all(sessionId) },
+
+    close () { if (db.open) db.close() }
+  }
+}

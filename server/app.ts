@@ -1,0 +1,35 @@
+import Fastify, { type FastifyInstance } from 'fastify'
+import tokenline from './plugin.js'
+import type { ServerSettings, TokenlineOptions } from './options.js'
+import { ensureWebClient } from './bootstrap.js'
+
+/** Headers that carry credentials; the server's log shows them only as [redacted]. */
+export const REDACTED_HEADERS = ['req.headers.authorization', 'req.headers.cookie', 'res.headers["set-cookie"]']
+
+/**
+ * The standalone server as a Fastify instance (not yet listening): Tokenline's routes at the root,
+ * a log that never carries a credential or a query string, and the `web` client on first start.
+ */
+export async function buildServer (options: TokenlineOptions, server: Pick<ServerSettings, 'trustProxy' | 'logLevel'>): Promise<FastifyInstance> {
+  const app = Fastify({
+    // Fastify accepts a hop count too (proxy-addr semantics); its types only list boolean | string.
+    trustProxy: server.trustProxy as boolean | string,
+    // Slow-loris and stuck uploads are cut off instead of holding a connection forever.
+    requestTimeout: 10_000,
+    connectionTimeout: 30_000,
+    keepAliveTimeout: 5_000,
+    logger: server.logLevel === 'silent'
+      ? false
+      : {
+          level: server.logLevel,
+          redact: { paths: REDACTED_HEADERS, censor: '[redacted]' },
+          serializers: {
+            // The path only: a query string may carry a token someone put there by mistake.
+            req: (req) => ({ method: req.method, url: req.url.split('?')[0], remoteAddress: req.ip })
+          }
+        }
+  })
+  await app.register(tokenline, options)
+  await ensureWebClient(app.tokenline)
+  return app
+}

@@ -1,0 +1,28 @@
+import type { Tokenline } from './context.js'
+
+export const WEB_CLIENT_ID = 'web'
+
+/**
+ * On first start the server creates the public client `web` for the demo SPA: cookie delivery,
+ * password and refresh grants, and the server's own origin (the issuer's) as its one allowed origin.
+ */
+export async function ensureWebClient (tl: Tokenline): Promise<void> {
+  if (await tl.store.findClient(WEB_CLIENT_ID) !== undefined) return
+  try {
+    await tl.store.createClient({
+      id: WEB_CLIENT_ID,
+      secret_digest: null,
+      delivery: 'cookie',
+      grants: 'password refresh_token',
+      scopes: '',
+      origins: new URL(tl.opts.issuer).origin,
+      access_ttl: null,
+      idle_ttl: null,
+      session_ttl: null,
+      now: tl.opts.now()
+    })
+  } catch (err) {
+    // Another process created it between our read and our write.
+    if ((err as { code?: string }).code !== 'SQLITE_CONSTRAINT_PRIMARYKEY') throw err
+  }
+}

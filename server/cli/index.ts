@@ -1,0 +1,54 @@
+import { ConfigError } from '../options.js'
+import { serve } from '../main.js'
+import { clientCommand } from './clients.js'
+import { CliError, defaultIo, type Io } from './io.js'
+import { userCommand } from './users.js'
+
+const USAGE = `usage: tokenline <command>
+
+  serve                                  run the server (same as npm start)
+  user add <username>                    password from stdin (one line) or prompted on a terminal
+  user passwd <username>                 new password; revokes the user's sessions
+  user disable|enable <username>
+  user list
+  client add <client_id> [--confidential] [--delivery cookie|body|both]
+             [--origin <url>]... [--grants password,refresh_token] [--scopes "a b"]
+  client list
+
+The database is TOKENLINE_DB (default ./data/tokenline.db).
+`
+
+type Command = (args: string[], io: Io) => Promise<void>
+
+export const COMMANDS: Record<string, Command> = {
+  user: userCommand,
+  client: clientCommand
+}
+
+/** Runs one CLI command; returns the exit status. Every failure is one line on stderr. */
+export async function main (argv: string[], io: Io = defaultIo()): Promise<number> {
+  const [name, ...args] = argv
+  if (name === undefined || name === 'help' || name === '--help' || name === '-h') {
+    (name === undefined ? io.stderr : io.stdout).write(USAGE)
+    return name === undefined ? 2 : 0
+  }
+  if (name === 'serve') {
+    if (args.length > 0) { io.stderr.write('tokenline: serve takes no arguments; configure it with environment variables\n'); return 2 }
+    return await serve(io.env)
+  }
+  const command = COMMANDS[name]
+  if (command === undefined) {
+    io.stderr.write(`tokenline: unknown command ${JSON.stringify(name)} (tokenline help lists them)\n`)
+    return 2
+  }
+  try {
+    await command(args, io)
+    return 0
+  } catch (err) {
+    if (err instanceof CliError) { io.stderr.write(`tokenline: ${err.message}\n`); return err.code }
+    if (err instanceof ConfigError) { io.stderr.write(`tokenline: ${err.message}\n`); return 2 }
+    const code = (err as { code?: string }).code
+    if (typeof code === 'string' && code.startsWith('SQLITE_')) { io.stderr.write(`tokenline: database error (${code})\n`); return 1 }
+    throw err
+  }
+}

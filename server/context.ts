@@ -1,0 +1,45 @@
+import type { FastifyBaseLogger, FastifyRequest } from 'fastify'
+import type { ClientRow, EventInput, RequestMeta, Store } from '../db/store.js'
+import type { BindingPolicy } from './fingerprint.js'
+import { MAX_USER_AGENT, normaliseIp } from './fingerprint.js'
+import type { AccessClaims, KeyMaterial, Sign } from './keys.js'
+import type { ResolvedOptions } from './options.js'
+import type { Passwords } from './passwords.js'
+
+/** Everything a Tokenline route needs, built once at register time. */
+export interface Tokenline {
+  readonly opts: ResolvedOptions
+  readonly store: Store
+  readonly passwords: Passwords
+  readonly binding: BindingPolicy
+  /** Path prefix the routes are mounted under ('' by default). */
+  readonly prefix: string
+  /** Signs with the current key. */
+  sign: Sign
+  currentKey: KeyMaterial
+  /** Verifies one of our access tokens (signature, typ, iss, aud, exp); throws otherwise. */
+  verify: (token: string) => AccessClaims
+  /** Reloads signing keys from the database (after `tokenline keys rotate` in another process). */
+  reloadKeys: () => Promise<void>
+  log: FastifyBaseLogger
+}
+
+/** The request's binding-relevant facts. The IP is the socket's unless the host trusts a proxy. */
+export function requestMeta (request: FastifyRequest, deviceId: string | null): RequestMeta {
+  const ua = request.headers['user-agent']
+  return {
+    ip: normaliseIp(request.ip),
+    user_agent: (typeof ua === 'string' ? ua : '').slice(0, MAX_USER_AGENT),
+    device_id: deviceId
+  }
+}
+
+/** Logs security events as structured lines. Events never carry a token, password, secret or cookie. */
+export function logEvents (tl: Tokenline, log: FastifyBaseLogger, events: EventInput[]): void {
+  if (!tl.opts.logEvents) return
+  for (const e of events) {
+    log.info({ event: e.type, user: e.user_id, session: e.session_id, client: e.client_id, ip: e.ip, reason: e.reason, detail: e.detail }, `security event ${e.type}`)
+  }
+}
+
+export const hasGrant = (client: ClientRow, grant: string): boolean => client.grants.split(' ').includes(grant)

@@ -1,0 +1,67 @@
+import type { FastifyReply, FastifyRequest } from 'fastify'
+import type { ClientRow, EventInput } from '../../db/store.js'
+import { required } from '../body.js'
+import type { Params } from '../client-auth.js'
+import { hasGrant, logEvents, requestMeta, type Tokenline } from '../context.js'
+import { OAuthError, invalidGrant, invalidRequest } from '../errors.js'
+import { deviceIdParam } from '../device.js'
+import { digest, newRefreshToken, randomId } from '../refresh-tokens.js'
+import { idleTtl, sessionTtl, tokenResponse, type TokenResponse } from '../issue.js'
+import { MAX_PASSWORD, MAX_USERNAME, normaliseUsername } from '../passwords.js'
+import { grantScope } from '../scope.js'
+
+export const grantType = 'password'
+export const parameters = new Set(['username', 'password', 'scope', 'device_id'])
+
+/**
+ * RFC 6749 §4.3, for first-party clients allowed it. Unknown users, wrong passwords and disabled
+ * accounts give the same `invalid_grant` after the same argon2 work.
+ */
+export async function handler (tl: Tokenline, request: FastifyRequest, reply: FastifyReply, params: Params, client: ClientRow): Promise<TokenResponse> {
+  if (!hasGrant(client, grantType)) throw new OAuthError('unauthorized_client', 'client may not use the password grant')
+  const username = required(params, 'username')
+  const password = required(params, 'password')
+  // Bounded before any hashing, so a huge password costs nothing (ASVS 5.0 2.4.1).
+  if (password.length > MAX_PASSWORD) throw invalidRequest('password too long')
+  const scope = grantScope(params.scope, client.scopes)
+  const meta = requestMeta(request, deviceIdParam(params))
+  const name = normaliseUsername(username)
+
+  const user = name.length > MAX_USERNAME ? undefined : await tl.store.findUserByUsername(name)
+  const ok = await tl.passwords.verify(user?.password_hash, password)
+  const now = tl.opts.now()
+  const who = { client_id: client.id, ip: meta.ip, user_agent: meta.user_agent }
+
+  if (!ok || user === undefined || user.disabled_at !== null) {
+    const reason = user === undefined ? 'unknown_user' : !ok ? 'wrong_password' : 'account_disabled'
+    const events: EventInput[] = [{ type: 'login_failed', user_id: user?.id ?? null, ...who, reason }]
+    await tl.store.recordEvents(events, now)
+    logEvents(tl, request.log, events)
+    throw invalidGrant('invalid username or password', 'invalid_credentials')
+  }
+
+  if (tl.passwords.needsRehash(user.password_hash)) {
+    // Parameters were raised since this hash was made: upgrade it while we hold the password.
+    const hash = await tl.passwords.hash(password)
+    await tl.store.setPasswordHash(user.id, hash, now, null, [{ type: 'password_rehashed', user_id: user.id, ...who }])
+  }
+
+  const refreshToken = newRefreshToken()
+  const sessionId = randomId()
+  const expiresAt = now + sessionTtl(tl, client) * 1000
+  const events: EventInput[] = [{ type: 'login_succeeded', user_id: user.id, session_id: sessionId, ...who, detail: meta.device_id === null ? null : { device_bound: true } }]
+  await tl.store.startSession({
+    id: sessionId,
+    user_id: user.id,
+    client_id: client.id,
+    scope,
+    meta,
+    now,
+    idle_expires_at: Math.min(now + idleTtl(tl, client) * 1000, expiresAt),
+    expires_at: expiresAt,
+    token_digest: digest(refreshToken),
+    events
+  })
+  logEvents(tl, request.log, events)
+  return tokenResponse(tl, reply, client, { id: sessionId, user_id: user.id, expires_at: expiresAt }, scope, refreshToken, now)
+}

@@ -1,0 +1,65 @@
+import type { FastifyReply } from 'fastify'
+import type { ClientRow, SessionRow } from '../db/store.js'
+import type { Tokenline } from './context.js'
+import { randomId } from './refresh-tokens.js'
+
+export interface TokenResponse {
+  access_token: string
+  token_type: 'Bearer'
+  expires_in: number
+  scope: string
+  refresh_token?: string
+}
+
+/** Name of the refresh cookie. `__Secure-` needs `Secure`; `__Host-` would force `Path=/` (see README). */
+export const COOKIE_NAME = '__Secure-tokenline-rt'
+
+export const accessTtl = (tl: Tokenline, client: ClientRow): number => client.access_ttl ?? tl.opts.accessTokenTtl
+export const idleTtl = (tl: Tokenline, client: ClientRow): number => client.idle_ttl ?? tl.opts.idleTtl
+export const sessionTtl = (tl: Tokenline, client: ClientRow): number => client.session_ttl ?? tl.opts.sessionTtl
+
+export function cookiePath (tl: Tokenline): string {
+  return `${tl.prefix}/token`
+}
+
+/**
+ * Builds the RFC 6749 §5.1 response: an RFC 9068 access token, and the refresh token in the body
+ * for `body`/`both` clients and in an HttpOnly cookie for `cookie`/`both` clients.
+ */
+export function tokenResponse (
+  tl: Tokenline,
+  reply: FastifyReply,
+  client: ClientRow,
+  session: Pick<SessionRow, 'id' | 'user_id' | 'expires_at'>,
+  scope: string,
+  refreshToken: string,
+  now: number
+): TokenResponse {
+  const ttl = accessTtl(tl, client)
+  const iat = Math.floor(now / 1000)
+  const accessToken = tl.sign({
+    iss: tl.opts.issuer,
+    sub: session.user_id,
+    aud: tl.opts.audience,
+    exp: iat + ttl,
+    iat,
+    jti: randomId(),
+    client_id: client.id,
+    scope,
+    sid: session.id
+  })
+  const body: TokenResponse = { access_token: accessToken, token_type: 'Bearer', expires_in: ttl, scope }
+  if (client.delivery !== 'cookie') body.refresh_token = refreshToken
+  if (client.delivery !== 'body') setRefreshCookie(tl, reply, refreshToken, session.expires_at, now)
+  return body
+}
+
+export function setRefreshCookie (tl: Tokenline, reply: FastifyReply, token: string, expiresAt: number, now: number): void {
+  // Max-Age never exceeds what is left of the session's absolute lifetime.
+  const maxAge = Math.max(0, Math.floor((expiresAt - now) / 1000))
+  reply.setCookie(COOKIE_NAME, token, { httpOnly: true, secure: true, sameSite: 'strict', path: cookiePath(tl), maxAge })
+}
+
+export function clearRefreshCookie (tl: Tokenline, reply: FastifyReply): void {
+  reply.clearCookie(COOKIE_NAME, { httpOnly: true, secure: true, sameSite: 'strict', path: cookiePath(tl) })
+}

@@ -1,0 +1,40 @@
+import { buildServer } from './app.js'
+import { ConfigError, fromEnv } from './options.js'
+
+/** `npm start` / `tokenline serve`: read the environment, listen, and close cleanly on SIGTERM/SIGINT. */
+export async function serve (env: NodeJS.ProcessEnv = process.env): Promise<number> {
+  let config
+  try {
+    config = fromEnv(env)
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`tokenline: ${err.message}\n`)
+      return 2
+    }
+    throw err
+  }
+  const app = await buildServer(config.options, config.server)
+  let closing = false
+  const shutdown = (signal: string): void => {
+    if (closing) return
+    closing = true
+    app.log.info({ signal }, 'shutting down: finishing in-flight requests')
+    // close() stops accepting connections, waits for in-flight requests, then closes the database.
+    app.close().then(() => process.exit(0), (err: unknown) => {
+      app.log.error({ err }, 'error while closing')
+      process.exit(1)
+    })
+  }
+  process.once('SIGTERM', shutdown)
+  process.once('SIGINT', shutdown)
+  await app.listen({ port: config.server.port, host: config.server.host })
+  return 0
+}
+
+// Run when executed directly (npm start), not when imported by the CLI.
+if (import.meta.url === `file://${process.argv[1]}`) {
+  serve().then((code) => { if (code !== 0) process.exit(code) }, (err: unknown) => {
+    process.stderr.write(`tokenline: ${(err as Error).message}\n`)
+    process.exit(1)
+  })
+}

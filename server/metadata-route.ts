@@ -1,0 +1,29 @@
+import type { FastifyInstance } from 'fastify'
+import type { Tokenline } from './context.js'
+import { publicOnly } from './keys.js'
+
+/** RFC 8414 metadata and the RFC 7517 JWK Set. URLs come from the configured issuer, never the Host header. */
+export function metadataRoutes (app: FastifyInstance, tl: Tokenline): void {
+  const base = tl.opts.issuer + tl.prefix
+  const metadata = {
+    issuer: tl.opts.issuer,
+    token_endpoint: `${base}/token`,
+    jwks_uri: `${base}/.well-known/jwks.json`,
+    grant_types_supported: ['password', 'refresh_token'],
+    // There is no authorization endpoint; RFC 8414 §2 still requires the member.
+    response_types_supported: [],
+    token_endpoint_auth_methods_supported: ['none', 'client_secret_basic', 'client_secret_post']
+  }
+
+  app.get('/.well-known/oauth-authorization-server', async (_request, reply) => {
+    reply.header('cache-control', 'public, max-age=300')
+    return metadata
+  })
+
+  app.get('/.well-known/jwks.json', async (_request, reply) => {
+    const keys = await tl.store.publishedKeys(tl.opts.now())
+    reply.header('cache-control', 'public, max-age=300')
+    reply.type('application/jwk-set+json; charset=utf-8')
+    return { keys: keys.map((k) => publicOnly(JSON.parse(k.public_jwk))) }
+  })
+}

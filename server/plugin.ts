@@ -1,0 +1,112 @@
+import cookie from '@fastify/cookie'
+import type { FastifyError, FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify'
+import fp from 'fastify-plugin'
+import { openDatabase } from '../db/database.js'
+import { createStore, type KeyRow, type Store } from '../db/store.js'
+import { registerParsers } from './body.js'
+import type { Tokenline } from './context.js'
+import { OAuthError, toOAuthError } from './errors.js'
+import { clearRefreshCookie } from './issue.js'
+import { generateKey, makeSigner, makeVerifier, type KeyMaterial } from './keys.js'
+import { metadataRoutes } from './metadata-route.js'
+import { resolveOptions, type Algorithm, type TokenlineOptions } from './options.js'
+import { createPasswords } from './passwords.js'
+import { tokenRoute } from './token-route.js'
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    tokenline: Tokenline
+  }
+}
+
+export interface TokenlinePluginOptions extends TokenlineOptions {
+  /** Path prefix for every Tokenline route, e.g. '/auth'. @default '' */
+  prefix?: string
+}
+
+const toMaterial = (k: KeyRow): KeyMaterial => ({ kid: k.kid, alg: k.alg as Algorithm, privatePem: k.private_pem, publicJwk: JSON.parse(k.public_jwk) })
+
+async function loadKeys (store: Store, alg: Algorithm, now: number): Promise<{ current: KeyMaterial, published: KeyMaterial[] }> {
+  const current = await store.ensureSigningKey(alg, () => {
+    const k = generateKey(alg)
+    return { kid: k.kid, alg: k.alg, private_pem: k.privatePem, public_jwk: JSON.stringify(k.publicJwk) }
+  }, now)
+  const published = (await store.publishedKeys(now)).map(toMaterial)
+  return { current: toMaterial(current), published }
+}
+
+/** RFC 6749 §5.1: tokens and errors alike are never cached. */
+async function noStore (_request: FastifyRequest, reply: FastifyReply): Promise<void> {
+  reply.header('cache-control', 'no-store')
+  reply.header('pragma', 'no-cache')
+}
+
+/** The one place errors on Tokenline's routes are turned into RFC 6749 §5.2 JSON. */
+export function errorHandler (tl: Tokenline) {
+  return function handle (err: FastifyError | OAuthError, request: FastifyRequest, reply: FastifyReply): void {
+    const e = toOAuthError(err)
+    if (e.statusCode >= 500) request.log.error({ err: e.cause ?? err }, 'tokenline internal error')
+    for (const [k, v] of Object.entries(e.headers)) reply.header(k, v)
+    if (e.clearCookie) clearRefreshCookie(tl, reply)
+    reply.code(e.statusCode).type('application/json; charset=utf-8').send(e.toJSON())
+  }
+}
+
+const tokenline: FastifyPluginAsync<TokenlinePluginOptions> = async (fastify, raw) => {
+  const { prefix = '', ...rest } = raw ?? {}
+  if (typeof prefix !== 'string' || (prefix !== '' && !/^\/[\w\-/]*[^/]$/.test(prefix))) {
+    throw new Error(`tokenline: option prefix must be '' or a path like '/auth', got ${JSON.stringify(prefix)}`)
+  }
+  const opts = resolveOptions(rest)
+  const db = openDatabase(opts.database)
+  const store = createStore(db)
+  fastify.addHook('onClose', async () => store.close())
+
+  const keys = await loadKeys(store, opts.algorithm, opts.now())
+  const tl: Tokenline = {
+    opts,
+    store,
+    passwords: createPasswords(opts.argon2),
+    binding: { userAgent: opts.bindingUserAgent, ip: opts.bindingIp, deviceId: opts.bindingDeviceId },
+    prefix,
+    currentKey: keys.current,
+    sign: makeSigner(keys.current),
+    verify: makeVerifier(keys.published, { issuer: opts.issuer, audience: opts.audience, now: opts.now }),
+    async reloadKeys () {
+      const k = await loadKeys(store, opts.algorithm, opts.now())
+      tl.currentKey = k.current
+      tl.sign = makeSigner(k.current)
+      tl.verify = makeVerifier(k.published, { issuer: opts.issuer, audience: opts.audience, now: opts.now })
+    },
+    log: fastify.log
+  }
+  fastify.decorate('tokenline', tl)
+
+  // Tokenline's routes live in their own encapsulated context: their parsers, hooks and error
+  // handler never leak into the host application.
+  await fastify.register(async (child: FastifyInstance) => {
+    if (!child.hasRequestDecorator('cookies')) await child.register(cookie)
+    registerParsers(child, opts.bodyLimit)
+    child.setErrorHandler(errorHandler(tl))
+    child.setNotFoundHandler((_request, reply) => {
+      reply.code(404).type('application/json; charset=utf-8').send({ error: 'invalid_request', error_description: 'not found' })
+    })
+
+    await child.register(async (tokenScope: FastifyInstance) => {
+      tokenScope.addHook('onSend', noStore)
+      tokenRoute(tokenScope, tl)
+      // RFC 6749 §3.2: the token endpoint is POST only.
+      tokenScope.route({
+        method: ['GET', 'PUT', 'DELETE', 'PATCH'],
+        url: '/token',
+        handler: async (_request, reply) => {
+          reply.header('allow', 'POST')
+          throw new OAuthError('invalid_request', 'the token endpoint only accepts POST', { status: 405 })
+        }
+      })
+    })
+    metadataRoutes(child, tl)
+  }, { prefix })
+}
+
+export default fp(tokenline, { fastify: '5.x', name: 'tokenline' })

@@ -1,0 +1,49 @@
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
+import { authenticateClient } from './client-auth.js'
+import { bodyParams } from './body.js'
+import type { Tokenline } from './context.js'
+import { OAuthError, invalidRequest } from './errors.js'
+import * as password from './grants/password.js'
+import * as refreshToken from './grants/refresh-token.js'
+import { COOKIE_NAME } from './issue.js'
+
+const SUPPORTED = new Set([password.grantType, refreshToken.grantType])
+
+/** RFC 6749 §5.1 success body, serialised by fast-json-stringify. */
+const tokenResponseSchema = {
+  type: 'object',
+  required: ['access_token', 'token_type', 'expires_in', 'scope'],
+  properties: {
+    access_token: { type: 'string' },
+    token_type: { type: 'string' },
+    expires_in: { type: 'integer' },
+    scope: { type: 'string' },
+    refresh_token: { type: 'string' }
+  }
+} as const
+
+/** The refresh token of a request: from the body, or the HttpOnly cookie; both and different is ambiguous. */
+export function presentedRefreshToken (request: FastifyRequest, fromBody: string | undefined): { token: string, fromCookie: boolean } | undefined {
+  const cookie = request.cookies?.[COOKIE_NAME]
+  const fromCookie = cookie === undefined || cookie === '' ? undefined : cookie
+  if (fromBody !== undefined && fromCookie !== undefined && fromBody !== fromCookie) {
+    throw invalidRequest('refresh token given in both body and cookie, and they differ')
+  }
+  if (fromBody !== undefined) return { token: fromBody, fromCookie: false }
+  if (fromCookie !== undefined) return { token: fromCookie, fromCookie: true }
+  return undefined
+}
+
+export function tokenRoute (app: FastifyInstance, tl: Tokenline): void {
+  app.post('/token', { schema: { response: { 200: tokenResponseSchema } } }, async (request: FastifyRequest, reply: FastifyReply) => {
+    const params = bodyParams(request)
+    const grant = params.grant_type
+    if (grant === undefined) throw invalidRequest('missing required parameter grant_type')
+    const client = await authenticateClient(request, params, tl.store)
+    if (!SUPPORTED.has(grant)) throw new OAuthError('unsupported_grant_type', 'grant_type must be password or refresh_token')
+    if (grant === password.grantType) return await password.handler(tl, request, reply, params, client)
+    const presented = presentedRefreshToken(request, params.refresh_token)
+    if (presented === undefined) throw invalidRequest('missing required parameter refresh_token')
+    return await refreshToken.handler(tl, request, reply, params, client, presented)
+  })
+}

@@ -33,11 +33,13 @@ export function openStore (io: Io): { store: Store, opts: ResolvedOptions } {
 export async function readPassword (io: Io, prompt: string): Promise<string> {
   if (io.stdin.isTTY === true) return await promptHidden(io, prompt)
   const rl = createInterface({ input: io.stdin, terminal: false })
-  for await (const line of rl) {
-    rl.close()
-    return line
-  }
-  throw new CliError('no password on standard input (pipe one line, or run on a terminal)')
+  const line = await new Promise<string | undefined>((resolve) => {
+    rl.once('line', resolve)
+    rl.once('close', () => resolve(undefined))
+  })
+  rl.close()
+  if (line === undefined) throw new CliError('no password on standard input (pipe one line, or run on a terminal)')
+  return line
 }
 
 async function promptHidden (io: Io, prompt: string): Promise<string> {

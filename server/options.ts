@@ -44,6 +44,8 @@ export interface TokenlineOptions {
   bindingIp?: Policy
   /** Policy for a changed or missing device id. @default 'revoke' */
   bindingDeviceId?: Policy
+  /** Whether cookie requests with `Sec-Fetch-Site: same-site` (sibling subdomains) pass the CSRF check. @default 'refuse' */
+  csrfSameSite?: 'refuse' | 'allow'
   /** Largest request body accepted on Tokenline's routes, bytes. @default 16384 */
   bodyLimit?: number
   /** argon2id parameters for new password hashes. */
@@ -67,6 +69,7 @@ export interface ResolvedOptions {
   bindingUserAgent: Policy
   bindingIp: Policy
   bindingDeviceId: Policy
+  csrfSameSite: 'refuse' | 'allow'
   bodyLimit: number
   argon2: Argon2Params
   now: () => number
@@ -126,6 +129,7 @@ export const SETTINGS: readonly Setting[] = [
   { key: 'bindingUserAgent', env: 'TOKENLINE_BINDING_UA', scope: 'plugin', kind: { type: 'enum', values: POLICIES }, default: 'revoke', doc: 'policy when the normalised user agent changes' },
   { key: 'bindingIp', env: 'TOKENLINE_BINDING_IP', scope: 'plugin', kind: { type: 'enum', values: POLICIES }, default: 'log', doc: 'policy when the IP leaves the bound /24 (IPv4) or /64 (IPv6); `reject` under `strict`' },
   { key: 'bindingDeviceId', env: 'TOKENLINE_BINDING_DEVICE', scope: 'plugin', kind: { type: 'enum', values: POLICIES }, default: 'revoke', doc: 'policy when the device id changes or goes missing' },
+  { key: 'csrfSameSite', env: 'TOKENLINE_CSRF_SAME_SITE', scope: 'plugin', kind: { type: 'enum', values: ['refuse', 'allow'] }, default: 'refuse', doc: 'whether cookie requests from sibling subdomains (`Sec-Fetch-Site: same-site`) pass the CSRF check' },
   { key: 'bodyLimit', env: 'TOKENLINE_BODY_LIMIT', scope: 'plugin', kind: { type: 'int', min: 1024, max: 1048576, unit: 'bytes' }, default: 16384, doc: 'largest request body on Tokenline routes' },
   { key: 'argon2.memoryCost', env: 'TOKENLINE_ARGON2_MEMORY', scope: 'plugin', kind: { type: 'int', min: 1024, max: 4194304, unit: 'KiB' }, default: 19456, doc: 'argon2id memory for new hashes' },
   { key: 'argon2.timeCost', env: 'TOKENLINE_ARGON2_TIME', scope: 'plugin', kind: { type: 'int', min: 1, max: 100 }, default: 2, doc: 'argon2id passes for new hashes' },

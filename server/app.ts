@@ -29,6 +29,10 @@ export async function buildServer (options: TokenlineOptions, server: Pick<Serve
           }
         }
   })
+  // Unknown paths answer JSON like everything else (the plugin leaves 404s to its host).
+  app.setNotFoundHandler((_request, reply) => {
+    reply.code(404).type('application/json; charset=utf-8').send({ error: 'not_found', error_description: 'no such route' })
+  })
   await app.register(tokenline, options)
   await ensureWebClient(app.tokenline)
   return app

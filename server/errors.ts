@@ -114,7 +114,8 @@ export function toOAuthError (err: unknown): OAuthError {
   if (e?.code !== undefined && REQUEST_ERRORS.has(e.code)) return invalidRequest('malformed request')
   // JSON.parse failures and client-side HTTP framing problems surface as 400s from Fastify.
   if (e?.statusCode !== undefined && e.statusCode >= 400 && e.statusCode < 500) return invalidRequest('malformed request')
-  if (e !== null && typeof e === 'object' && (e as { code?: string }).code === 'SQLITE_BUSY') {
+  // SQLITE_BUSY and its extended codes (SQLITE_BUSY_SNAPSHOT, ...): the write lock stayed taken past busy_timeout.
+  if (typeof e?.code === 'string' && e.code.startsWith('SQLITE_BUSY')) {
     return new OAuthError('temporarily_unavailable', 'database busy, retry', { headers: { 'retry-after': '1' }, cause: err })
   }
   return new OAuthError('server_error', '', { cause: err })

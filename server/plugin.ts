@@ -88,9 +88,6 @@ const tokenline: FastifyPluginAsync<TokenlinePluginOptions> = async (fastify, ra
     if (!child.hasRequestDecorator('cookies')) await child.register(cookie)
     registerParsers(child, opts.bodyLimit)
     child.setErrorHandler(errorHandler(tl))
-    child.setNotFoundHandler((_request, reply) => {
-      reply.code(404).type('application/json; charset=utf-8').send({ error: 'invalid_request', error_description: 'not found' })
-    })
 
     await child.register(async (tokenScope: FastifyInstance) => {
       tokenScope.addHook('onSend', noStore)

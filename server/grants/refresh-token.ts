@@ -37,8 +37,10 @@ export function decide (c: DecideContext, { token, session, user }: RefreshState
   // RFC 6749 §10.4: a refresh token is bound to the client it was issued to. Another client's
   // attempt proves nothing about the token's holder, so the session is left alone.
   if (session.client_id !== c.client.id) return reject('client_mismatch', 'refresh token was issued to another client')
-  if (session.revoked_at !== null) return reject(revokedReason(session.revoked_reason), 'session has been revoked')
+  // Disabling an account also revokes its sessions, so the account is looked at first: its reason is
+  // the one that tells the client what happened (and what a new login would meet).
   if (user.disabled_at !== null) return reject('account_disabled', 'account is disabled')
+  if (session.revoked_at !== null) return reject(revokedReason(session.revoked_reason), 'session has been revoked')
   // Usable while now < expiry: at the boundary itself the session is over.
   if (c.now >= session.expires_at) return reject('session_expired', 'session has expired')
   if (c.now >= session.idle_expires_at) return reject('session_idle', 'session expired after inactivity')

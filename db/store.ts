@@ -136,6 +136,18 @@ export type RefreshResult =
   | { kind: 'rotated', state: RefreshState, generation: number, events: EventInput[] }
   | { kind: 'replayed', state: RefreshState, sealed: Buffer, events: EventInput[] }
 
+/** A session with the network facts of the last request seen on it (the one its newest token was issued to). */
+export interface SessionView extends SessionRow {
+  last_ip: string | null
+  last_user_agent: string | null
+}
+
+/** What one janitor batch deleted. */
+export interface PruneResult {
+  sessions: number
+  tokens: number
+}
+
 export interface Store {
   createUser: (u: { id: string, username: string, password_hash: string, now: number }) => Promise<void>
   findUserByUsername: (username: string) => Promise<UserRow | undefined>
@@ -149,6 +161,8 @@ export interface Store {
   createClient: (c: Omit<ClientRow, 'created_at'> & { now: number }) => Promise<void>
   findClient: (id: string) => Promise<ClientRow | undefined>
   listClients: () => Promise<ClientRow[]>
+  /** Whether any client lists `origin` (exactly) among its allowed browser origins. */
+  originAllowed: (origin: string) => Promise<boolean>
 
   /** Inserts `make()`'s key unless a live key of that algorithm exists; returns the newest live key. */
   ensureSigningKey: (alg: string, make: () => Omit<KeyRow, 'created_at' | 'retired_at' | 'expires_at'>, now: number) => Promise<KeyRow>
@@ -159,6 +173,22 @@ export interface Store {
   refresh: (input: RefreshInput) => Promise<RefreshResult>
   findSession: (id: string) => Promise<SessionRow | undefined>
   revokeSession: (id: string, reason: string, now: number, events: EventInput[]) => Promise<boolean>
+
+  /** A refresh token with its session and user, read only (revocation, introspection); undefined if never issued. */
+  findRefreshToken: (digest: Buffer) => Promise<RefreshState | undefined>
+  /** The user's usable sessions at `now` (not revoked, not past either expiry), newest first. */
+  liveSessions: (userId: string, now: number) => Promise<SessionView[]>
+  /** Every stored session of the user, whatever its state, newest first. */
+  sessionsOfUser: (userId: string) => Promise<SessionView[]>
+  /**
+   * Revokes every unrevoked, unexpired session of the user except `except`, in one immediate
+   * transaction; pushes a `session_revoked` event per session onto `events` (recorded with them).
+   */
+  revokeUserSessions: (userId: string, reason: string, now: number, except: string | null, events: EventInput[], who?: Omit<EventInput, 'type'>) => Promise<number>
+  /** Deletes up to `limit` sessions whose absolute expiry is at or before `before`, and their lineage. */
+  pruneSessions: (before: number, limit: number) => Promise<PruneResult>
+  /** Deletes up to `limit` of the oldest security events recorded before `before`. */
+  pruneEvents: (before: number, limit: number) => Promise<number>
 
   recordEvents: (events: EventInput[], now: number) => Promise<void>
   listEvents: (filter: { user_id?: string, session_id?: string, limit?: number }) => Promise<EventRow[]>
@@ -180,6 +210,8 @@ export function createStore (db: DB): Store {
       VALUES (@id, @secret_digest, @delivery, @grants, @scopes, @origins, @access_ttl, @idle_ttl, @session_ttl, @now)`),
     client: db.prepare<[string], ClientRow>('SELECT * FROM clients WHERE id = ?'),
     clients: db.prepare<[], ClientRow>('SELECT * FROM clients ORDER BY id'),
+    // Whole-word match in the space-separated list; instr, unlike LIKE, has no wildcards.
+    originAllowed: db.prepare<[string], { ok: number }>("SELECT 1 AS ok FROM clients WHERE instr(' ' || origins || ' ', ' ' || ? || ' ') > 0 LIMIT 1"),
 
     liveKey: db.prepare<[string], KeyRow>('SELECT * FROM signing_keys WHERE alg = ? AND retired_at IS NULL ORDER BY created_at DESC LIMIT 1'),
     insertKey: db.prepare('INSERT INTO signing_keys (kid, alg, private_pem, public_jwk, created_at) VALUES (@kid, @alg, @private_pem, @public_jwk, @now)'),
@@ -205,7 +237,21 @@ export function createStore (db: DB): Store {
       VALUES (@at, @type, @user_id, @session_id, @client_id, @ip, @user_agent, @reason, @detail)`),
     eventsAll: db.prepare<[number], EventRow>('SELECT * FROM security_events ORDER BY id DESC LIMIT ?'),
     eventsUser: db.prepare<[string, number], EventRow>('SELECT * FROM security_events WHERE user_id = ? ORDER BY id DESC LIMIT ?'),
-    eventsSession: db.prepare<[string, number], EventRow>('SELECT * FROM security_events WHERE session_id = ? ORDER BY id DESC LIMIT ?')
+    eventsSession: db.prepare<[string, number], EventRow>('SELECT * FROM security_events WHERE session_id = ? ORDER BY id DESC LIMIT ?'),
+
+    // The newest token of a session was issued to the last request that used it (login or rotation).
+    liveSessionViews: db.prepare<{ user_id: string, now: number }, SessionView>(`SELECT s.*, t.issued_ip AS last_ip, t.issued_user_agent AS last_user_agent
+      FROM sessions s LEFT JOIN refresh_tokens t ON t.session_id = s.id AND t.generation = s.generation
+      WHERE s.user_id = @user_id AND s.revoked_at IS NULL AND s.expires_at > @now AND s.idle_expires_at > @now
+      ORDER BY s.created_at DESC, s.id`),
+    sessionViews: db.prepare<[string], SessionView>(`SELECT s.*, t.issued_ip AS last_ip, t.issued_user_agent AS last_user_agent
+      FROM sessions s LEFT JOIN refresh_tokens t ON t.session_id = s.id AND t.generation = s.generation
+      WHERE s.user_id = ? ORDER BY s.created_at DESC, s.id`),
+    expiredSessions: db.prepare<[number, number], { id: string }>('SELECT id FROM sessions WHERE expires_at <= ? ORDER BY expires_at LIMIT ?'),
+    tokenCount: db.prepare<[string], { n: number }>('SELECT count(*) AS n FROM refresh_tokens WHERE session_id = ?'),
+    // ON DELETE CASCADE removes the session's lineage with it.
+    deleteSession: db.prepare('DELETE FROM sessions WHERE id = ?'),
+    pruneEvents: db.prepare('DELETE FROM security_events WHERE id IN (SELECT id FROM security_events WHERE at < ? ORDER BY at LIMIT ?)')
   }
 
   const record = (events: EventInput[], now: number): void => {
@@ -309,6 +355,37 @@ export function createStore (db: DB): Store {
 
   const recordEvents = db.transaction((events: EventInput[], now: number) => record(events, now))
 
+  // Same write lock as rotation: a refresh either commits before this (and its child dies with the
+  // session) or runs after it (and finds the session revoked). Never a live token left behind.
+  const revokeAllOf = db.transaction((userId: string, reason: string, now: number, except: string | null, events: EventInput[], who: Omit<EventInput, 'type'>): number => {
+    const before = events.length
+    for (const s of q.liveSessionsOfUser.all(userId, now)) {
+      if (s.id === except) continue
+      q.revokeSession.run(now, reason, s.id)
+      events.push({ ...who, type: 'session_revoked', user_id: userId, session_id: s.id, client_id: s.client_id, reason })
+    }
+    record(events, now)
+    return events.length - before
+  })
+
+  const pruneSessions = db.transaction((before: number, limit: number): PruneResult => {
+    const ids = q.expiredSessions.all(before, limit)
+    let tokens = 0
+    for (const { id } of ids) {
+      tokens += q.tokenCount.get(id)?.n ?? 0
+      q.deleteSession.run(id)
+    }
+    return { sessions: ids.length, tokens }
+  })
+
+  // A deferred transaction: one snapshot for the three reads, so the token, its session and its user agree.
+  const findRefreshToken = db.transaction((digest: Buffer): RefreshState | undefined => {
+    const token = q.token.get(digest)
+    if (token === undefined) return undefined
+    const session = q.session.get(token.session_id) as SessionRow
+    return { token, session, user: q.userById.get(session.user_id) as UserRow }
+  })
+
   return {
     async createUser (u) { q.insertUser.run(u) },
     async findUserByUsername (username) { return q.userByName.get(username) },
@@ -320,6 +397,11 @@ export function createStore (db: DB): Store {
     async createClient (c) { q.insertClient.run(c) },
     async findClient (id) { return q.client.get(id) },
     async listClients () { return q.clients.all() },
+    async originAllowed (origin) {
+      // A space inside the value would match across two list entries.
+      if (origin === '' || /\s/.test(origin)) return false
+      return q.originAllowed.get(origin) !== undefined
+    },
 
     async ensureSigningKey (alg, make, now) { return ensureSigningKey.immediate(alg, make, now) },
     async publishedKeys (now) { return q.publishedKeys.all(now) },
@@ -328,6 +410,13 @@ export function createStore (db: DB): Store {
     async refresh (input) { return refresh.immediate(input) },
     async findSession (id) { return q.session.get(id) },
     async revokeSession (id, reason, now, events) { return revokeSession.immediate(id, reason, now, events) },
+
+    async findRefreshToken (digest) { return findRefreshToken.deferred(digest) },
+    async liveSessions (userId, now) { return q.liveSessionViews.all({ user_id: userId, now }) },
+    async sessionsOfUser (userId) { return q.sessionViews.all(userId) },
+    async revokeUserSessions (userId, reason, now, except, events, who = {}) { return revokeAllOf.immediate(userId, reason, now, except, events, who) },
+    async pruneSessions (before, limit) { return pruneSessions.immediate(before, limit) },
+    async pruneEvents (before, limit) { return q.pruneEvents.run(before, limit).changes },
 
     async recordEvents (events, now) { recordEvents.immediate(events, now) },
     async listEvents ({ user_id: userId, session_id: sessionId, limit = 1000 }) {

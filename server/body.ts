@@ -28,7 +28,7 @@ export function registerParsers (app: FastifyInstance, bodyLimit: number): void 
       return
     }
     try {
-      done(null, flatten(parsed))
+      done(null, flatten(parsed, body as string))
     } catch (err) {
       done(err as Error, undefined)
     }
@@ -61,19 +61,38 @@ export function parseForm (body: string): Params {
     } catch {
       throw invalidRequest('malformed form body')
     }
+    checkName(key)
     if (Object.hasOwn(out, key)) throw invalidRequest(`${safeName(key)} parameter must not be provided twice`)
     out[key] = value
   }
   return out
 }
 
-function flatten (parsed: unknown): Params {
+/**
+ * SPEC §4: array/object syntax (`grant_type[]`, `username[$ne]`, `__proto__[admin]`) is refused rather
+ * than ignored as an unknown name, so a qs-style parser in front of Tokenline can never turn it into
+ * something else.
+ */
+function checkName (key: string): void {
+  if (key.includes('[') || key.includes(']')) throw invalidRequest('array and object parameter syntax is not supported')
+}
+
+/** A JSON string literal, escapes included. */
+const JSON_STRING = /"(?:[^"\\]|\\.)*"/g
+
+function flatten (parsed: unknown, raw: string): Params {
   if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) throw invalidRequest('JSON body must be an object')
   const out: Params = Object.create(null)
-  for (const [key, value] of Object.entries(parsed)) {
+  const entries = Object.entries(parsed)
+  for (const [key, value] of entries) {
     if (typeof value !== 'string') throw invalidRequest(`${safeName(key)} must be a string`)
+    checkName(key)
     out[key] = value
   }
+  // JSON.parse keeps the last of repeated keys silently. In a flat object of strings every key and
+  // every value is one string literal, so fewer keys than half the literals means a key was repeated
+  // (RFC 6749 §3.2: parameters MUST NOT be included more than once).
+  if ((raw.match(JSON_STRING)?.length ?? 0) !== entries.length * 2) throw invalidRequest('a parameter must not be provided twice')
   return out
 }
 

@@ -96,10 +96,13 @@ const tokenline: FastifyPluginAsync<TokenlinePluginOptions> = async (fastify, ra
       tokenScope.route({
         method: ['GET', 'PUT', 'DELETE', 'PATCH'],
         url: '/token',
-        handler: async (_request, reply) => {
+        // In onRequest, before any body is parsed: the method is wrong whatever the body is.
+        onRequest: async (_request, reply) => {
           reply.header('allow', 'POST')
           throw new OAuthError('invalid_request', 'the token endpoint only accepts POST', { status: 405 })
-        }
+        },
+        /* c8 ignore next -- never reached: onRequest always refuses */
+        handler: async () => {}
       })
     })
     metadataRoutes(child, tl)

@@ -1,0 +1,367 @@
+/*
+ * The surface of POST /token: framing, content types, parameter parsing, client authentication and
+ * malformed refresh tokens (security.md Part 3.A-3.C). Every refused request must get an RFC 6749 §5.2
+ * JSON error with no-store headers, never a 5xx or Fastify's own error shape, must not reach argon2,
+ * and must leave the sessions and the token lineage exactly as they were.
+ */
+import Database from 'better-sqlite3'
+import type { LightMyRequestResponse } from 'fastify'
+import t from 'tap'
+import type { Test } from 'tap'
+import { newRefreshToken } from '../server/refresh-tokens.js'
+import { build, decodeJwt, form, PASSWORD, type Harness, type TokenBody } from './helpers.js'
+
+const FORM = 'application/x-www-form-urlencoded'
+const LOGIN = { grant_type: 'password', client_id: 'cli', username: 'alice', password: PASSWORD }
+const basic = (id: string, secret: string): string => 'Basic ' + Buffer.from(`${id}:${secret}`).toString('base64')
+
+/** Anything that looks like a credential Tokenline hands out. */
+const TOKENISH = /tlrt_|eyJ[\w-]+\.[\w-]+\.|access_token|refresh_token"\s*:/
+
+/**
+ * The checks every refused /token response must pass: a controlled status, the RFC 6749 §5.2 JSON
+ * shape (and not Fastify's `{statusCode, code, message}`), no-store headers, no stack, no token.
+ */
+function assertRefused (t: Test, res: LightMyRequestResponse, status: number, error: string | string[], label = ''): Record<string, unknown> {
+  const at = label === '' ? '' : ` (${label})`
+  t.ok(res.statusCode < 500, `status below 500${at}`)
+  t.equal(res.statusCode, status, `status ${status}${at}`)
+  t.match(res.headers['content-type'], /^application\/json/, `JSON content type${at}`)
+  t.match(res.headers['cache-control'], /no-store/, `cache-control no-store${at}`)
+  t.equal(res.headers.pragma, 'no-cache', `pragma no-cache${at}`)
+  t.notMatch(res.body, TOKENISH, `no token in the body${at}`)
+  t.notMatch(res.body, /\bat .+:\d+:\d+|node_modules|\/server\/|SQLITE/, `no stack, path or SQL${at}`)
+  t.equal(res.headers['set-cookie'], undefined, `no cookie set${at}`)
+  let body: Record<string, unknown> = {}
+  try { body = res.json() } catch { t.fail(`body is JSON${at}: ${res.body}`) }
+  const allowed = new Set(['error', 'error_description', 'reason'])
+  t.same(Object.keys(body).filter((k) => !allowed.has(k)), [], `only RFC 6749 §5.2 members${at}`)
+  const codes = Array.isArray(error) ? error : [error]
+  t.ok(codes.includes(body.error as string), `error ${codes.join(' or ')}${at}, got ${String(body.error)}`)
+  if (body.error_description !== undefined) {
+    t.type(body.error_description, 'string')
+    // RFC 6749 §5.2: error_description is limited to %x20-21 / %x23-5B / %x5D-7E.
+    t.match(body.error_description, /^[\x20\x21\x23-\x5b\x5d-\x7e]*$/, `error_description charset${at}`)
+  }
+  return body
+}
+
+/** Counts argon2 verifications, so a test can show a refusal happened before any hashing. */
+function countVerifies (h: Harness): { readonly n: number } {
+  const passwords = h.app.tokenline.passwords as { verify: (hash: string | undefined, pw: string) => Promise<boolean> }
+  const original = passwords.verify
+  const counter = { n: 0 }
+  passwords.verify = async (hash, pw) => { counter.n++; return await original(hash, pw) }
+  return counter
+}
+
+/** A fingerprint of everything a token request may change: sessions and the lineage, row by row. */
+function dbState (h: Harness): string {
+  const db = new Database(h.dbFile, { readonly: true })
+  try {
+    const sessions = db.prepare('SELECT * FROM sessions ORDER BY id').all()
+    const tokens = db.prepare('SELECT hex(digest) AS d, session_id, generation, used_at, successor_sealed IS NOT NULL AS sealed FROM refresh_tokens ORDER BY d').all()
+    const users = db.prepare('SELECT id, password_hash, disabled_at FROM users ORDER BY id').all()
+    return JSON.stringify({ sessions, tokens, users })
+  } finally {
+    db.close()
+  }
+}
+
+const post = (h: Harness, payload: string | Buffer, headers: Record<string, string> = { 'content-type': FORM }, url = '/token'): Promise<LightMyRequestResponse> =>
+  h.app.inject({ method: 'POST', url, headers, payload })
+
+t.test('methods other than POST get 405 JSON with Allow: POST', async (t) => {
+  const h = await build(t)
+  for (const method of ['GET', 'PUT', 'DELETE', 'PATCH'] as const) {
+    const plain = await h.app.inject({ method, url: '/token' })
+    assertRefused(t, plain, 405, 'invalid_request', method)
+    t.equal(plain.headers.allow, 'POST', `${method} Allow header`)
+    // A full, valid login body does not make another method work.
+    const withBody = await h.app.inject({ method, url: '/token', headers: { 'content-type': FORM }, payload: form(LOGIN) })
+    assertRefused(t, withBody, 405, 'invalid_request', `${method} with a login body`)
+    // RFC 9110 §15.5.6: the method is refused whatever the body is.
+    const oddBody = await h.app.inject({ method, url: '/token', headers: { 'content-type': 'text/plain' }, payload: 'x' })
+    assertRefused(t, oddBody, 405, 'invalid_request', `${method} with a text/plain body`)
+  }
+  const head = await h.app.inject({ method: 'HEAD', url: '/token' })
+  t.ok(head.statusCode === 405 || head.statusCode === 400, 'HEAD is refused')
+  t.equal(head.body, '', 'HEAD carries no body, so no token')
+})
+
+t.test('content types', async (t) => {
+  const h = await build(t)
+  const verifies = countVerifies(h)
+  const before = dbState(h)
+  const body = form(LOGIN)
+  const refused: Array<[string, Record<string, string>]> = [
+    ['missing', {}],
+    ['text/plain (CORS simple request)', { 'content-type': 'text/plain' }],
+    ['multipart/form-data', { 'content-type': 'multipart/form-data; boundary=x' }],
+    ['ISO-8859-1 form', { 'content-type': `${FORM};charset=ISO-8859-1` }],
+    ['ISO-8859-1 JSON', { 'content-type': 'application/json; charset=ISO-8859-1' }],
+    ['invalid/@@##', { 'content-type': 'invalid/@@##' }],
+    ['script', { 'content-type': '</><script>alert(1)</script>' }],
+    ['text', { 'content-type': 'text' }],
+    ['text/[html]', { 'content-type': 'text/[html]' }],
+    ['""', { 'content-type': '""' }],
+    ['empty', { 'content-type': '' }]
+  ]
+  for (const [label, headers] of refused) {
+    assertRefused(t, await post(h, body, headers), 400, 'invalid_request', label)
+  }
+  // A multipart body that really carries the login must not get through either.
+  const multipart = '--x\r\nContent-Disposition: form-data; name="grant_type"\r\n\r\npassword\r\n--x--\r\n'
+  assertRefused(t, await post(h, multipart, { 'content-type': 'multipart/form-data; boundary=x' }), 400, 'invalid_request', 'real multipart')
+  t.equal(verifies.n, 0, 'no refused content type reached argon2')
+  t.equal(dbState(h), before, 'nothing changed in the database')
+
+  // Media types and charset names are case-insensitive (RFC 9110 §8.3.1).
+  for (const ct of ['Application/X-WWW-Form-Urlencoded; charset=UTF-8', `${FORM}; charset="utf-8"`, FORM]) {
+    const res = await post(h, body, { 'content-type': ct })
+    t.equal(res.statusCode, 200, `accepted: ${ct}`)
+    t.equal(res.headers['cache-control'], 'no-store')
+    t.equal(res.headers.pragma, 'no-cache')
+  }
+})
+
+t.test('JSON bodies: flat string objects accepted, anything else refused', async (t) => {
+  const h = await build(t)
+  const ok = await post(h, JSON.stringify(LOGIN), { 'content-type': 'application/json' })
+  t.equal(ok.statusCode, 200, 'a JSON login works')
+  t.type((ok.json() as TokenBody).refresh_token, 'string')
+
+  const verifies = countVerifies(h)
+  const before = dbState(h)
+  const refused: Array<[string, string]> = [
+    ['array value', JSON.stringify({ ...LOGIN, username: ['alice'] })],
+    ['object value', JSON.stringify({ ...LOGIN, username: { $ne: 'x' } })],
+    ['number value', JSON.stringify({ ...LOGIN, password: 1234 })],
+    ['boolean value', JSON.stringify({ ...LOGIN, password: true })],
+    ['null value', JSON.stringify({ ...LOGIN, password: null })],
+    ['top-level array', JSON.stringify([LOGIN])],
+    ['top-level string', JSON.stringify('grant_type=password')],
+    ['top-level null', 'null'],
+    ['malformed', '{"grant_type":'],
+    ['empty', ''],
+    ['duplicate key', `{"grant_type":"refresh_token","client_id":"cli","username":"alice","password":${JSON.stringify(PASSWORD)},"grant_type":"password"}`],
+    ['nested __proto__', `{"grant_type":"password","client_id":"cli","username":"alice","password":${JSON.stringify(PASSWORD)},"__proto__":{"admin":"true"}}`]
+  ]
+  for (const [label, payload] of refused) {
+    assertRefused(t, await post(h, payload, { 'content-type': 'application/json' }), 400, 'invalid_request', label)
+  }
+  t.equal(verifies.n, 0, 'no refused JSON body reached argon2')
+  t.equal(dbState(h), before, 'nothing changed in the database')
+  t.equal(({} as Record<string, unknown>).admin, undefined, 'Object.prototype untouched')
+})
+
+t.test('body size: the limit holds, and over it is 400 invalid_request, not 413 or 500', async (t) => {
+  const h = await build(t)
+  const limit = h.app.tokenline.opts.bodyLimit
+  const base = form(LOGIN) + '&pad='
+  const exact = base + 'x'.repeat(limit - base.length)
+  t.equal(Buffer.byteLength(exact), limit)
+  t.equal((await post(h, exact)).statusCode, 200, 'a body of exactly the limit is accepted')
+
+  const verifies = countVerifies(h)
+  const before = dbState(h)
+  const cases: Array<[string, string, Record<string, string>]> = [
+    ['limit + 1', exact + 'x', { 'content-type': FORM }],
+    ['10 MiB form', base + 'x'.repeat(10 * 1024 * 1024), { 'content-type': FORM }],
+    ['10 MiB JSON', JSON.stringify({ ...LOGIN, pad: 'x'.repeat(10 * 1024 * 1024) }), { 'content-type': 'application/json' }],
+    ['10 MiB text/plain', 'x'.repeat(10 * 1024 * 1024), { 'content-type': 'text/plain' }],
+    ['1 MiB password', form({ ...LOGIN, password: 'p'.repeat(1024 * 1024) }), { 'content-type': FORM }]
+  ]
+  for (const [label, payload, headers] of cases) {
+    assertRefused(t, await post(h, payload, headers), 400, 'invalid_request', label)
+  }
+  t.equal(verifies.n, 0, 'an oversized body never reaches argon2')
+  t.equal(dbState(h), before, 'nothing changed in the database')
+})
+
+t.test('parameters: empty body, duplicates, array/object syntax, percent-encoding, query string', async (t) => {
+  const h = await build(t)
+  const verifies = countVerifies(h)
+  const before = dbState(h)
+  const login = form(LOGIN)
+  const cases: Array<[string, string, string?]> = [
+    ['empty body', ''],
+    ['only &', '&&&'],
+    ['duplicate grant_type', login + '&grant_type=refresh_token'],
+    ['duplicate username', login + '&username=bob'],
+    ['duplicate client_id', login + '&client_id=cli'],
+    ['duplicate refresh_token', 'grant_type=refresh_token&client_id=cli&refresh_token=a&refresh_token=b'],
+    ['grant_type[]', 'grant_type[]=password&client_id=cli&username=alice&password=x'],
+    ['username[]', 'grant_type=password&client_id=cli&username[]=a&username[]=b&password=x'],
+    ['username[$ne]', `grant_type=password&client_id=cli&username[$ne]=x&password=${encodeURIComponent(PASSWORD)}`],
+    ['__proto__[admin]', login + '&__proto__[admin]=true'],
+    ['constructor[prototype][admin]', login + '&constructor[prototype][admin]=true'],
+    ['%ZZ', 'grant_type=password&client_id=cli&username=%ZZ&password=x'],
+    ['lone %', 'grant_type=password&client_id=cli&username=alice&password=%'],
+    ['lone surrogate', 'grant_type=password&client_id=cli&username=%ED%A0%80&password=x'],
+    ['overlong UTF-8', 'grant_type=password&client_id=cli&username=%C0%AF&password=x'],
+    ['params in the query string', 'client_id=cli&username=alice&password=x', '/token?grant_type=password'],
+    ['password in the query string', form(LOGIN), '/token?password=x'],
+    ['refresh_token in the query string', 'grant_type=refresh_token&client_id=cli', `/token?refresh_token=${newRefreshToken()}`],
+    ['client_secret in the query string', 'grant_type=password&client_id=svc&username=alice&password=x', '/token?client_secret=svc-secret']
+  ]
+  for (const [label, payload, url] of cases) {
+    const res = await post(h, payload, { 'content-type': FORM }, url)
+    const body = assertRefused(t, res, 400, 'invalid_request', label)
+    t.notMatch(String(body.error_description ?? ''), /svc-secret|\$ne/, `no echo of the input (${label})`)
+  }
+  t.equal(verifies.n, 0, 'no malformed request reached argon2')
+  t.equal(dbState(h), before, 'nothing changed in the database')
+  t.equal(({} as Record<string, unknown>).admin, undefined, 'Object.prototype untouched')
+
+  // A NUL is just a character: it cannot match a user, and costs the same argon2 work as any miss.
+  const nul = await post(h, 'grant_type=password&client_id=cli&username=alice%00&password=' + encodeURIComponent(PASSWORD))
+  t.equal(assertRefused(t, nul, 400, 'invalid_grant', '%00 in username').reason, 'invalid_credentials')
+  const nulPw = await post(h, 'grant_type=password&client_id=cli&username=alice&password=' + encodeURIComponent(PASSWORD) + '%00')
+  t.equal(assertRefused(t, nulPw, 400, 'invalid_grant', '%00 in password').reason, 'invalid_credentials')
+  t.equal(dbState(h), before, 'failed logins start no session')
+})
+
+t.test('grant_type', async (t) => {
+  const h = await build(t)
+  const verifies = countVerifies(h)
+  const before = dbState(h)
+  const creds = { client_id: 'cli', username: 'alice', password: PASSWORD }
+  assertRefused(t, await h.token(creds), 400, 'invalid_request', 'missing')
+  // RFC 6749 §3.2: a parameter without a value is treated as omitted: missing, not unsupported.
+  const empty = assertRefused(t, await h.token({ grant_type: '', ...creds }), 400, 'invalid_request', 'empty')
+  t.match(empty.error_description, /grant_type/)
+  for (const g of ['PASSWORD', 'password ', 'client_credentials', 'authorization_code', 'implicit', 'urn:ietf:params:oauth:grant-type:jwt-bearer', 'g'.repeat(10 * 1024)]) {
+    const body = assertRefused(t, await h.token({ grant_type: g, ...creds }), 400, 'unsupported_grant_type', g.slice(0, 40))
+    t.notMatch(String(body.error_description), /ggg|PASSWORD|jwt-bearer/, 'the value is not echoed')
+  }
+  t.equal(verifies.n, 0, 'no grant_type error reached argon2')
+  t.equal(dbState(h), before, 'nothing changed in the database')
+})
+
+t.test('unknown parameters are ignored (RFC 6749 §3.2)', async (t) => {
+  const h = await build(t)
+  const res = await h.token({ ...LOGIN, foo: 'bar', admin: 'true', toString: '1', hasOwnProperty: '1', sub: 'mallory', aud: 'evil' })
+  t.equal(res.statusCode, 200)
+  const body = res.json() as TokenBody
+  const { payload } = decodeJwt(body.access_token)
+  t.equal(payload.foo, undefined)
+  t.equal(payload.admin, undefined)
+  t.not(payload.sub, 'mallory', 'sub is not taken from the request')
+  t.equal(payload.aud, h.app.tokenline.opts.audience, 'aud is not taken from the request')
+  t.equal(body.scope, 'read write', 'scope unchanged')
+})
+
+t.test('client authentication', async (t) => {
+  const h = await build(t)
+  // RFC 6749 Appendix B: the id and secret are form-urlencoded before they go into Basic.
+  await h.addClient({ id: 'svc:1', secret: 's%cret:+x' })
+  const password = { grant_type: 'password', username: 'alice', password: PASSWORD }
+
+  t.test('accepted forms', async (t) => {
+    const ok = async (label: string, params: Record<string, string>, headers: Record<string, string> = {}): Promise<void> => {
+      const res = await h.token(params, { headers })
+      t.equal(res.statusCode, 200, label)
+    }
+    await ok('Basic', password, { authorization: basic('svc', 'svc-secret') })
+    await ok('Basic with a matching body client_id', { ...password, client_id: 'svc' }, { authorization: basic('svc', 'svc-secret') })
+    await ok('client_secret in the body', { ...password, client_id: 'svc', client_secret: 'svc-secret' })
+    // RFC 9110 §11.1: the scheme name is case-insensitive.
+    await ok('lowercase basic', password, { authorization: 'basic ' + Buffer.from('svc:svc-secret').toString('base64') })
+    await ok('Appendix B: percent-encoded : in the id and secret', password, { authorization: basic('svc%3A1', 's%25cret%3A%2Bx') })
+    await ok('the same client in the body', { ...password, client_id: 'svc:1', client_secret: 's%cret:+x' })
+  })
+
+  t.test('refused', async (t) => {
+    const verifies = countVerifies(h)
+    const before = dbState(h)
+    const cases: Array<[string, Record<string, string>, Record<string, string>, number, string]> = [
+      ['Basic with bad base64', password, { authorization: 'Basic !!!' }, 400, 'invalid_request'],
+      ['Basic with no colon', password, { authorization: 'Basic ' + Buffer.from('svc').toString('base64') }, 400, 'invalid_request'],
+      ['Basic with an empty user', password, { authorization: basic('', 'svc-secret') }, 400, 'invalid_request'],
+      ['Basic with no credentials', password, { authorization: 'Basic' }, 400, 'invalid_request'],
+      ['Basic with a bad percent-encoding', password, { authorization: basic('svc%ZZ', 'x') }, 400, 'invalid_request'],
+      ['Bearer on the token endpoint', password, { authorization: 'Bearer x' }, 400, 'invalid_request'],
+      ['unencoded : in the id is read as the separator', password, { authorization: basic('svc:1', 's%25cret%3A%2Bx') }, 401, 'invalid_client'],
+      ['Basic and client_secret (two methods, RFC 6749 §2.3)', { ...password, client_secret: 'svc-secret' }, { authorization: basic('svc', 'svc-secret') }, 400, 'invalid_request'],
+      ['body client_id differs from Basic', { ...password, client_id: 'cli' }, { authorization: basic('svc', 'svc-secret') }, 400, 'invalid_request'],
+      ['unknown client via Basic', password, { authorization: basic('nobody', 'x') }, 401, 'invalid_client'],
+      ['wrong secret via Basic', password, { authorization: basic('svc', 'wrong') }, 401, 'invalid_client'],
+      ['public client via Basic with a secret', password, { authorization: basic('cli', 'x') }, 401, 'invalid_client'],
+      ['no client at all', password, {}, 400, 'invalid_request'],
+      ['unknown client via body', { ...password, client_id: 'nobody' }, {}, 400, 'invalid_client'],
+      ['client_id with ../', { ...password, client_id: '../cli' }, {}, 400, 'invalid_client'],
+      ['client_id of 10 KB', { ...password, client_id: 'c'.repeat(10 * 1024) }, {}, 400, 'invalid_client'],
+      ['wrong secret via body', { ...password, client_id: 'svc', client_secret: 'wrong' }, {}, 400, 'invalid_client'],
+      ['confidential client without its secret', { ...password, client_id: 'svc' }, {}, 400, 'invalid_client'],
+      ['public client sending a secret', { ...password, client_id: 'cli', client_secret: 'anything' }, {}, 400, 'invalid_client']
+    ]
+    for (const [label, params, headers, status, error] of cases) {
+      const res = await h.token(params, { headers })
+      assertRefused(t, res, status, error, label)
+      // RFC 6749 §5.2: WWW-Authenticate answers a failed Basic authentication, and only that.
+      if (status === 401) t.match(res.headers['www-authenticate'], /^Basic\b/, `WWW-Authenticate: Basic (${label})`)
+      else t.equal(res.headers['www-authenticate'], undefined, `no WWW-Authenticate on a 400 (${label})`)
+    }
+    t.equal(verifies.n, 0, 'no client-auth failure reached argon2')
+    t.equal(dbState(h), before, 'nothing changed in the database')
+  })
+})
+
+t.test('malformed, unknown and misdirected refresh tokens', async (t) => {
+  const h = await build(t)
+  await h.addClient({ id: 'other', scopes: 'read write' })
+  const mine = await h.login()
+  const theirs = await h.login({ client: 'other' })
+  const rt = mine.refresh_token as string
+  t.type(rt, 'string')
+  const flip = (s: string, i: number): string => s.slice(0, i) + (s[i] === 'A' ? 'B' : 'A') + s.slice(i + 1)
+
+  const verifies = countVerifies(h)
+  const before = dbState(h)
+  const refresh = (value: string | undefined, client = 'cli'): Promise<LightMyRequestResponse> => {
+    const params: Record<string, string> = { grant_type: 'refresh_token', client_id: client }
+    if (value !== undefined) params.refresh_token = value
+    return h.token(params)
+  }
+  assertRefused(t, await refresh(undefined), 400, 'invalid_request', 'missing')
+  assertRefused(t, await refresh(''), 400, 'invalid_request', 'empty')
+  assertRefused(t, await refresh('   '), 400, ['invalid_request', 'invalid_grant'], 'whitespace')
+  const cases: Array<[string, string]> = [
+    ['10 KB', 'tlrt_' + 'a'.repeat(10 * 1024)],
+    ['non-base64url characters', rt.slice(0, 10) + '+/=!' + rt.slice(14)],
+    ['valid shape, random value', newRefreshToken()],
+    ['one character flipped', flip(rt, 20)],
+    ['checksum flipped', flip(rt, rt.length - 1)],
+    ['truncated by one', rt.slice(0, -1)],
+    ['one character appended', rt + 'A'],
+    ['without its prefix', rt.slice(5)],
+    ['an access token JWT', mine.access_token],
+    ['surrounded by spaces', ` ${rt} `]
+  ]
+  for (const [label, value] of cases) {
+    const body = assertRefused(t, await refresh(value), 400, 'invalid_grant', label)
+    t.equal(body.reason, 'token_invalid', `reason token_invalid (${label})`)
+  }
+  // RFC 6749 §10.4: bound to the client it was issued to; the other client's attempt proves nothing
+  // about who holds it, so the session is left alone.
+  const other = assertRefused(t, await refresh(theirs.refresh_token, 'cli'), 400, 'invalid_grant', "another client's token")
+  t.equal(other.reason, 'client_mismatch')
+  t.equal(verifies.n, 0, 'refresh failures never touch argon2')
+  t.equal(dbState(h), before, 'sessions and lineage unchanged: nothing consumed, nothing revoked')
+
+  // Both tokens still work for their own clients.
+  t.equal((await refresh(rt)).statusCode, 200, 'the real token still refreshes')
+  t.equal((await refresh(theirs.refresh_token, 'other')).statusCode, 200, "the other client's token still refreshes")
+})
+
+t.test('every success and error carries no-store headers (RFC 6749 §5.1)', async (t) => {
+  const h = await build(t)
+  const ok = await h.token(LOGIN)
+  t.equal(ok.statusCode, 200)
+  t.equal(ok.headers['cache-control'], 'no-store')
+  t.equal(ok.headers.pragma, 'no-cache')
+  t.match(ok.headers['content-type'], /^application\/json; charset=utf-8/)
+  const bad = await h.token({ ...LOGIN, password: 'wrong' })
+  assertRefused(t, bad, 400, 'invalid_grant')
+})

@@ -1,0 +1,417 @@
+// `npm run bench`: side-by-side throughput of Tokenline's grants against a bare Fastify baseline, with
+// one load generator (autocannon, in this process), real servers on loopback, and the raw primitives
+// that explain the figures. Goals are ratios measured in one run on one box
+// (shared/reference/performance.md §8): absolute numbers from other machines are only anchors.
+//
+//   H         bare Fastify 5 `GET /` -> {"hello":"world"} (bench/hello-server.js), own process
+//   refresh   POST /token grant_type=refresh_token on `node dist/server/main.js`; every connection
+//             chains its own session: each request presents the token the previous response returned
+//   password  POST /token grant_type=password (argon2id m=19456,t=2,p=1), fewer connections
+//   S/T/A     sign ops/s, rotation transactions/s, argon2 verify latency (bench/primitives.js)
+//
+// Environment: BENCH_DURATION (s, default 10), BENCH_WARMUP (s, 3), BENCH_CONNECTIONS (64),
+// BENCH_PASSWORD_CONNECTIONS (8), BENCH_PIN=0 (no taskset), BENCH_SERVER_CPU (0), BENCH_LOADER_CPU (1),
+// BENCH_ONLY=h,refresh,password,primitives (subset), BENCH_PROFILE=<dir> (write a V8 CPU profile of
+// the Tokenline server during the refresh run; see bench/profile-summary.js).
+import autocannon from 'autocannon'
+import { spawn, spawnSync } from 'node:child_process'
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { createServer } from 'node:net'
+import { availableParallelism, cpus, loadavg, tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { openDatabase } from '../dist/db/database.js'
+import { createStore } from '../dist/db/store.js'
+import { createPasswords } from '../dist/server/passwords.js'
+import { randomId } from '../dist/server/refresh-tokens.js'
+
+const ROOT = fileURLToPath(new URL('..', import.meta.url))
+const int = (name, dflt) => {
+  const raw = process.env[name]
+  if (raw === undefined || raw === '') return dflt
+  const n = Number(raw)
+  if (!Number.isInteger(n) || n < 0) fail(`${name} must be a non-negative integer, got ${JSON.stringify(raw)}`)
+  return n
+}
+
+const DURATION = int('BENCH_DURATION', 10)
+const WARMUP = int('BENCH_WARMUP', 3)
+const CONNECTIONS = int('BENCH_CONNECTIONS', 64)
+const PASSWORD_CONNECTIONS = int('BENCH_PASSWORD_CONNECTIONS', 8)
+const SERVER_CPU = int('BENCH_SERVER_CPU', 0)
+const LOADER_CPU = int('BENCH_LOADER_CPU', 1)
+const PROFILE_DIR = process.env.BENCH_PROFILE || undefined
+const ONLY = new Set((process.env.BENCH_ONLY ?? 'h,refresh,password,primitives').split(',').map((s) => s.trim()))
+// The production parameters (server/options.ts defaults), set explicitly on the server too.
+const ARGON2 = { memoryCost: 19456, timeCost: 2, parallelism: 1 }
+const USER_AGENT = 'tokenline-bench/1'
+const USERNAME = 'bench'
+const PASSWORD = 'bench password, long enough'
+const CLIENT_ID = 'bench'
+const TOKEN_IN_BODY = /"refresh_token":"(tlrt_[A-Za-z0-9_-]{49})"/
+
+function fail (message) {
+  process.stderr.write(`bench: ${message}\n`)
+  process.exitCode = 1
+  throw new BenchError(message)
+}
+class BenchError extends Error {}
+
+// ---------------------------------------------------------------------------------------------
+// Child processes: every server is tracked and killed however this process ends.
+const children = new Set()
+function killChildren () {
+  for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL')
+}
+process.on('exit', killChildren)
+for (const sig of ['SIGINT', 'SIGTERM']) {
+  process.once(sig, () => { killChildren(); process.exit(130) })
+}
+
+// ---------------------------------------------------------------------------------------------
+// CPU pinning (performance.md §6): server (and primitives) on one core, autocannon on another, so
+// the baseline and the subjects see the same split.
+function hasTaskset () {
+  const r = spawnSync('taskset', ['-V'], { stdio: 'ignore' })
+  return r.error === undefined && r.status === 0
+}
+// Counted before pinning: afterwards this process itself only sees the loader's core.
+const CPUS = availableParallelism()
+const pin = process.env.BENCH_PIN !== '0' && CPUS >= 2 && hasTaskset()
+let pinned = false
+if (pin) {
+  // -a: every thread of this process (autocannon runs on the main thread; libuv's pool follows).
+  const r = spawnSync('taskset', ['-a', '-p', '-c', String(LOADER_CPU), String(process.pid)], { stdio: 'ignore' })
+  pinned = r.status === 0
+}
+const pinPrefix = (argv) => (pinned ? ['taskset', '-c', String(SERVER_CPU), ...argv] : argv)
+
+function launch (name, argv, env) {
+  const [cmd, ...args] = pinPrefix(argv)
+  const child = spawn(cmd, args, { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] })
+  children.add(child)
+  child.stderrText = ''
+  child.stderr.on('data', (d) => { child.stderrText = (child.stderrText + d).slice(-4000) })
+  child.exited = new Promise((resolve) => child.once('exit', (code, signal) => { children.delete(child); resolve({ code, signal }) }))
+  child.benchName = name
+  return child
+}
+
+async function stop (child) {
+  if (child.exitCode !== null || child.signalCode !== null) return
+  child.kill('SIGTERM')
+  const timer = setTimeout(() => child.kill('SIGKILL'), 10_000)
+  await child.exited
+  clearTimeout(timer)
+}
+
+/** Resolves with the child's first stdout line, or rejects when it exits or times out first. */
+function firstLine (child, timeoutMs = 20_000) {
+  return new Promise((resolve, reject) => {
+    let buf = ''
+    const timer = setTimeout(() => reject(new BenchError(`${child.benchName} did not start within ${timeoutMs} ms\n${child.stderrText}`)), timeoutMs)
+    child.stdout.on('data', (d) => {
+      buf += d
+      const nl = buf.indexOf('\n')
+      if (nl !== -1) { clearTimeout(timer); resolve(buf.slice(0, nl)) }
+    })
+    child.exited.then(({ code, signal }) => {
+      clearTimeout(timer)
+      reject(new BenchError(`${child.benchName} exited (${signal ?? code}) before it was ready\n${child.stderrText}`))
+    })
+  })
+}
+
+async function freePort () {
+  const srv = createServer()
+  await new Promise((resolve) => srv.listen(0, '127.0.0.1', resolve))
+  const { port } = srv.address()
+  await new Promise((resolve) => srv.close(resolve))
+  return port
+}
+
+/** Polls until the server answers HTTP at all; fails loudly if it exits or never answers. */
+async function waitForHttp (child, url, timeoutMs = 20_000) {
+  const deadline = Date.now() + timeoutMs
+  let exited
+  child.exited.then((e) => { exited = e })
+  while (Date.now() < deadline) {
+    if (exited !== undefined) throw new BenchError(`${child.benchName} exited (${exited.signal ?? exited.code}) before it was ready\n${child.stderrText}`)
+    try {
+      const res = await fetch(url)
+      await res.arrayBuffer()
+      return
+    } catch {
+      await new Promise((resolve) => setTimeout(resolve, 100))
+    }
+  }
+  throw new BenchError(`${child.benchName} did not answer ${url} within ${timeoutMs} ms\n${child.stderrText}`)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Load generation.
+async function cannon (opts) {
+  const result = await autocannon({ pipelining: 1, ...opts })
+  return {
+    requests_per_s: result.requests.average,
+    latency_ms: { p50: result.latency.p50, p99: result.latency.p99, p99_9: result.latency.p99_9, max: result.latency.max, mean: result.latency.mean },
+    total: result.requests.total,
+    ok_2xx: result['2xx'],
+    non_2xx: result.non2xx,
+    status_codes: Object.fromEntries(Object.entries(result.statusCodeStats).map(([k, v]) => [k, v.count])),
+    errors: result.errors,
+    timeouts: result.timeouts,
+    connections: opts.connections,
+    duration_s: result.duration
+  }
+}
+
+/** A warm-up run (discarded), then the measured run. */
+async function measure (label, makeOpts) {
+  if (WARMUP > 0) {
+    process.stdout.write(`  ${label}: warm-up ${WARMUP} s\n`)
+    await cannon(makeOpts('warmup', WARMUP))
+  }
+  process.stdout.write(`  ${label}: measuring ${DURATION} s\n`)
+  return await cannon(makeOpts('measure', DURATION))
+}
+
+const form = (o) => new URLSearchParams(o).toString()
+const FORM_HEADERS = { 'content-type': 'application/x-www-form-urlencoded', 'user-agent': USER_AGENT }
+
+/**
+ * Options for a chained refresh run. Each connection takes one pre-provisioned session and, on every
+ * response, swaps its request body for the successor token it was just given. The token lives on the
+ * client, not in autocannon's `context` (reset whenever the request list loops, performance.md §6).
+ */
+function chainedRefresh (url, pool, connections, duration, stats) {
+  if (pool.length < connections) throw new BenchError(`need ${connections} sessions, have ${pool.length}`)
+  const body = (token) => form({ grant_type: 'refresh_token', client_id: CLIENT_ID, refresh_token: token })
+  let next = 0
+  return {
+    url,
+    method: 'POST',
+    headers: FORM_HEADERS,
+    body: body(pool[0]),
+    connections,
+    duration,
+    setupClient (client) {
+      const slot = next++
+      client.setBody(body(pool[slot]))
+      let text = ''
+      // With -p 1 a connection has one response in flight; 'body' hands over raw socket chunks.
+      client.on('headers', () => { text = '' })
+      client.on('body', (chunk) => {
+        text += chunk.toString('latin1')
+        const m = TOKEN_IN_BODY.exec(text)
+        if (m === null) return
+        text = ''
+        pool[slot] = m[1]
+        stats.chained++
+        client.setBody(body(m[1]))
+      })
+    }
+  }
+}
+
+/** Logs in once per session with the password grant (before any measured run), a few at a time. */
+async function provisionSessions (base, n) {
+  const tokens = []
+  let i = 0
+  const worker = async () => {
+    while (i < n) {
+      i++
+      const res = await fetch(`${base}/token`, {
+        method: 'POST',
+        headers: FORM_HEADERS,
+        body: form({ grant_type: 'password', client_id: CLIENT_ID, username: USERNAME, password: PASSWORD })
+      })
+      const json = await res.json()
+      if (res.status !== 200 || typeof json.refresh_token !== 'string') throw new BenchError(`login for provisioning failed: ${res.status} ${JSON.stringify(json)}`)
+      tokens.push(json.refresh_token)
+    }
+  }
+  await Promise.all([worker(), worker(), worker(), worker()])
+  return tokens
+}
+
+// ---------------------------------------------------------------------------------------------
+// Subjects.
+const baseEnv = () => Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('TOKENLINE_') && !k.startsWith('BENCH_')))
+
+async function benchHello () {
+  const child = launch('hello-world server', [process.execPath, 'bench/hello-server.js'], baseEnv())
+  try {
+    const { port } = JSON.parse(await firstLine(child))
+    const url = `http://127.0.0.1:${port}/`
+    return await measure('H (hello world)', (_phase, duration) => ({ url, connections: CONNECTIONS, duration }))
+  } finally {
+    await stop(child)
+  }
+}
+
+async function provisionDatabase (file) {
+  const store = createStore(openDatabase(file))
+  try {
+    const now = Date.now()
+    await store.createUser({ id: randomId(), username: USERNAME, password_hash: await createPasswords(ARGON2).hash(PASSWORD), now })
+    await store.createClient({ id: CLIENT_ID, secret_digest: null, delivery: 'body', grants: 'password refresh_token', scopes: 'read write', origins: '', access_ttl: null, idle_ttl: null, session_ttl: null, now })
+  } finally {
+    store.close()
+  }
+}
+
+async function benchTokenline (dir) {
+  const dbFile = join(dir, 'tokenline.db')
+  await provisionDatabase(dbFile)
+  const port = await freePort()
+  const env = {
+    ...baseEnv(),
+    PORT: String(port),
+    HOST: '127.0.0.1',
+    TOKENLINE_DB: dbFile,
+    TOKENLINE_LOG_LEVEL: 'silent',
+    TOKENLINE_ACCESS_TTL: '3600',
+    TOKENLINE_ARGON2_MEMORY: String(ARGON2.memoryCost),
+    TOKENLINE_ARGON2_TIME: String(ARGON2.timeCost),
+    TOKENLINE_ARGON2_PARALLELISM: String(ARGON2.parallelism)
+  }
+  const nodeArgs = PROFILE_DIR !== undefined ? ['--cpu-prof', `--cpu-prof-dir=${PROFILE_DIR}`] : []
+  const child = launch('tokenline server', [process.execPath, ...nodeArgs, 'dist/server/main.js'], env)
+  const base = `http://127.0.0.1:${port}`
+  const out = {}
+  try {
+    await waitForHttp(child, `${base}/.well-known/oauth-authorization-server`)
+    if (ONLY.has('refresh')) {
+      // Separate session pools for warm-up and measurement: a request in flight when a run stops has
+      // rotated a token whose successor nobody read, so a pool is never reused across runs.
+      process.stdout.write(`  refresh: logging in ${CONNECTIONS * (WARMUP > 0 ? 2 : 1)} sessions\n`)
+      const pools = { warmup: WARMUP > 0 ? await provisionSessions(base, CONNECTIONS) : [], measure: await provisionSessions(base, CONNECTIONS) }
+      const stats = { warmup: { chained: 0 }, measure: { chained: 0 } }
+      const r = await measure('refresh grant', (phase, duration) => chainedRefresh(`${base}/token`, pools[phase], CONNECTIONS, duration, stats[phase]))
+      r.chained_responses = stats.measure.chained
+      out.refresh = r
+    }
+    if (ONLY.has('password') && PROFILE_DIR === undefined) {
+      out.password = await measure('password grant', (_phase, duration) => ({
+        url: `${base}/token`,
+        method: 'POST',
+        headers: FORM_HEADERS,
+        body: form({ grant_type: 'password', client_id: CLIENT_ID, username: USERNAME, password: PASSWORD }),
+        connections: PASSWORD_CONNECTIONS,
+        duration
+      }))
+    }
+  } finally {
+    await stop(child)
+  }
+  return out
+}
+
+async function benchPrimitives () {
+  process.stdout.write('  primitives: sign, rotation transaction, argon2 verify\n')
+  const child = launch('primitives', [process.execPath, 'bench/primitives.js'], baseEnv())
+  const line = await firstLine(child, 120_000)
+  const { code } = await child.exited
+  if (code !== 0) throw new BenchError(`primitives exited with ${code}\n${child.stderrText}`)
+  return JSON.parse(line)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Report.
+const f0 = (n) => (n === undefined ? '-' : Math.round(n).toLocaleString('en-US'))
+const f2 = (n) => (n === undefined ? '-' : n.toFixed(2))
+const ratio = (a, b) => (a === undefined || b === undefined || b === 0 ? undefined : a / b)
+
+function report (r) {
+  // autocannon records latency in whole milliseconds; the mean keeps the fraction.
+  const rows = [['run', 'conns', 'req/s', 'mean ms', 'p50 ms', 'p99 ms', 'non-2xx', 'errors']]
+  for (const [name, x] of [['H hello world', r.hello], ['refresh grant', r.refresh], ['password grant', r.password]]) {
+    if (x === undefined) continue
+    rows.push([name, String(x.connections), f0(x.requests_per_s), f2(x.latency_ms.mean), f2(x.latency_ms.p50), f2(x.latency_ms.p99), String(x.non_2xx), String(x.errors + x.timeouts)])
+  }
+  const widths = rows[0].map((_, i) => Math.max(...rows.map((row) => row[i].length)))
+  const lines = rows.map((row) => row.map((c, i) => (i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join('  '))
+  console.log('\n' + lines.join('\n'))
+  if (r.ratios.refresh_over_h !== undefined) console.log(`\nrefresh / H  = ${r.ratios.refresh_over_h.toFixed(3)}   (goal G1, ES256: >= 0.22)`)
+  if (r.ratios.password_over_h !== undefined) console.log(`password / H = ${r.ratios.password_over_h.toFixed(4)}`)
+  const p = r.primitives
+  if (p !== undefined) {
+    console.log('\nprimitives (no HTTP, on the server core):')
+    console.log(`  S  sign ES256 (fast-jwt sync)      ${f0(p.sign_es256_ops_per_s)} ops/s  (${f2(1e6 / p.sign_es256_ops_per_s)} µs)`)
+    console.log(`  T  rotation (store.refresh)        ${f0(p.rotation.ops_per_s)} ops/s  (transaction ${f2(p.rotation.store_txn_us)} µs + token crypto ${f2(p.rotation.token_crypto_us)} µs)`)
+    console.log(`  A  argon2id verify ${p.argon2.params}  mean ${f2(p.argon2.verify_ms_mean)} ms, p50 ${f2(p.argon2.verify_ms_p50)} ms  (${f2(p.argon2.ops_per_s_k1)}/s at k=1, ${f2(p.argon2.ops_per_s_k2)}/s at k=2)`)
+    if (r.ratios.refresh_composition !== undefined) {
+      console.log(`  refresh ceiling from parts 1/(1/H + 1/S + 1/T) = ${f0(r.ratios.refresh_ceiling)} req/s; measured is ${r.ratios.refresh_composition.toFixed(2)} of it`)
+    }
+    if (r.ratios.password_over_a1 !== undefined) console.log(`  password / A(k=1) = ${r.ratios.password_over_a1.toFixed(2)}`)
+  }
+  console.log(`\npinning: ${r.env.pinned ? `server on cpu ${SERVER_CPU}, loader on cpu ${LOADER_CPU} (taskset)` : 'none (taskset unavailable, < 2 cpus, or BENCH_PIN=0)'}`)
+  console.log(`load average before/after: ${r.env.loadavg_before.map(f2).join(' ')} / ${r.env.loadavg_after.map(f2).join(' ')}  (figures are only comparable on a quiet box)`)
+}
+
+async function main () {
+  const dir = mkdtempSync(join(tmpdir(), 'tokenline-bench-'))
+  if (PROFILE_DIR !== undefined) mkdirSync(PROFILE_DIR, { recursive: true })
+  const env = {
+    node: process.version,
+    cpu: cpus()[0]?.model ?? 'unknown',
+    cpus: CPUS,
+    pinned,
+    server_cpu: pinned ? SERVER_CPU : null,
+    loader_cpu: pinned ? LOADER_CPU : null,
+    duration_s: DURATION,
+    warmup_s: WARMUP,
+    connections: CONNECTIONS,
+    password_connections: PASSWORD_CONNECTIONS,
+    argon2: ARGON2,
+    git: spawnSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: ROOT, encoding: 'utf8' }).stdout?.trim() || null,
+    loadavg_before: loadavg()
+  }
+  console.log(`tokenline bench: node ${env.node}, ${env.cpus} cpus (${env.cpu}), ${DURATION} s runs after ${WARMUP} s warm-up, pinning ${pinned ? 'on' : 'off'}`)
+  const results = { at: new Date().toISOString(), env }
+  try {
+    if (ONLY.has('primitives') && PROFILE_DIR === undefined) results.primitives = await benchPrimitives()
+    if (ONLY.has('h')) results.hello = await benchHello()
+    Object.assign(results, await benchTokenline(dir))
+  } finally {
+    rmSync(dir, { recursive: true, force: true })
+  }
+  env.loadavg_after = loadavg()
+
+  const h = results.hello?.requests_per_s
+  const p = results.primitives
+  const ceiling = h !== undefined && p !== undefined ? 1 / (1 / h + 1 / p.sign_es256_ops_per_s + 1 / p.rotation.ops_per_s) : undefined
+  results.ratios = {
+    refresh_over_h: ratio(results.refresh?.requests_per_s, h),
+    password_over_h: ratio(results.password?.requests_per_s, h),
+    refresh_ceiling: ceiling,
+    refresh_composition: ratio(results.refresh?.requests_per_s, ceiling),
+    password_over_a1: ratio(results.password?.requests_per_s, p?.argon2.ops_per_s_k1)
+  }
+  report(results)
+
+  mkdirSync(join(ROOT, 'bench', 'results'), { recursive: true })
+  writeFileSync(join(ROOT, 'bench', 'results', 'latest.json'), JSON.stringify(results, null, 2) + '\n')
+  console.log('results: bench/results/latest.json')
+  if (PROFILE_DIR !== undefined) console.log(`cpu profile of the server: ${PROFILE_DIR} (node bench/profile-summary.js ${PROFILE_DIR})`)
+
+  // A correct run has no failed request anywhere; a broken chain shows as 400 invalid_grant here.
+  const problems = []
+  for (const [name, x] of [['H', results.hello], ['refresh', results.refresh], ['password', results.password]]) {
+    if (x === undefined) continue
+    if (x.non_2xx > 0 || x.errors > 0 || x.timeouts > 0) problems.push(`${name}: ${x.non_2xx} non-2xx ${JSON.stringify(x.status_codes)}, ${x.errors} errors, ${x.timeouts} timeouts`)
+    if (x.ok_2xx === 0) problems.push(`${name}: no successful response at all`)
+  }
+  if (results.refresh !== undefined && results.refresh.chained_responses < results.refresh.ok_2xx) {
+    problems.push(`refresh: only ${results.refresh.chained_responses} of ${results.refresh.ok_2xx} responses carried a successor token`)
+  }
+  if (problems.length > 0) fail(`FAILED\n  ${problems.join('\n  ')}`)
+}
+
+main().catch((err) => {
+  if (!(err instanceof BenchError)) process.stderr.write(`bench: ${err.stack ?? err}\n`)
+  else if (process.exitCode !== 1) process.stderr.write(`bench: ${err.message}\n`)
+  process.exitCode = 1
+  killChildren()
+})

@@ -54,6 +54,10 @@ export interface TokenlineOptions {
   now?: () => number
   /** Print a structured line per security event. @default true */
   logEvents?: boolean
+  /** Seconds between janitor passes (expired sessions, old events); 0 disables the janitor. @default 3600 */
+  janitorInterval?: number
+  /** Security events older than this are pruned, s; 0 keeps them forever. @default 7776000 (90 days) */
+  eventRetention?: number
 }
 
 export interface ResolvedOptions {
@@ -74,6 +78,8 @@ export interface ResolvedOptions {
   argon2: Argon2Params
   now: () => number
   logEvents: boolean
+  janitorInterval: number
+  eventRetention: number
 }
 
 /** Settings of the standalone server only (not plugin options). */
@@ -131,6 +137,8 @@ export const SETTINGS: readonly Setting[] = [
   { key: 'bindingDeviceId', env: 'TOKENLINE_BINDING_DEVICE', scope: 'plugin', kind: { type: 'enum', values: POLICIES }, default: 'revoke', doc: 'policy when the device id changes or goes missing' },
   { key: 'csrfSameSite', env: 'TOKENLINE_CSRF_SAME_SITE', scope: 'plugin', kind: { type: 'enum', values: ['refuse', 'allow'] }, default: 'refuse', doc: 'whether cookie requests from sibling subdomains (`Sec-Fetch-Site: same-site`) pass the CSRF check' },
   { key: 'bodyLimit', env: 'TOKENLINE_BODY_LIMIT', scope: 'plugin', kind: { type: 'int', min: 1024, max: 1048576, unit: 'bytes' }, default: 16384, doc: 'largest request body on Tokenline routes' },
+  { key: 'janitorInterval', env: 'TOKENLINE_JANITOR_INTERVAL', scope: 'plugin', kind: { type: 'int', min: 0, max: 7 * DAY, unit: 's' }, default: 3600, doc: 'seconds between janitor passes that delete sessions past their absolute expiry (with their lineage) and old security events; 0 disables (use `tokenline prune`)' },
+  { key: 'eventRetention', env: 'TOKENLINE_EVENT_RETENTION', scope: 'plugin', kind: { type: 'int', min: 0, max: 3650 * DAY, unit: 's' }, default: 90 * DAY, doc: 'security events older than this are pruned by the janitor; 0 keeps them forever' },
   { key: 'argon2.memoryCost', env: 'TOKENLINE_ARGON2_MEMORY', scope: 'plugin', kind: { type: 'int', min: 1024, max: 4194304, unit: 'KiB' }, default: 19456, doc: 'argon2id memory for new hashes' },
   { key: 'argon2.timeCost', env: 'TOKENLINE_ARGON2_TIME', scope: 'plugin', kind: { type: 'int', min: 1, max: 100 }, default: 2, doc: 'argon2id passes for new hashes' },
   { key: 'argon2.parallelism', env: 'TOKENLINE_ARGON2_PARALLELISM', scope: 'plugin', kind: { type: 'int', min: 1, max: 16 }, default: 1, doc: 'argon2id lanes for new hashes' }

@@ -38,7 +38,7 @@ export function requestMeta (request: FastifyRequest, deviceId: string | null): 
 export function logEvents (tl: Tokenline, log: FastifyBaseLogger, events: EventInput[]): void {
   if (!tl.opts.logEvents) return
   for (const e of events) {
-    log.info({ event: e.type, user: e.user_id, session: e.session_id, client: e.client_id, ip: e.ip, reason: e.reason, detail: e.detail }, `security event ${e.type}`)
+    log.info({ event: e.type, user: e.user_id, session: e.session_id, client: e.client_id, ip: e.ip, ua: e.user_agent, reason: e.reason, detail: e.detail }, `security event ${e.type}`)
   }
 }
 

@@ -12,7 +12,13 @@ export function metadataRoutes (app: FastifyInstance, tl: Tokenline): void {
     grant_types_supported: ['password', 'refresh_token'],
     // There is no authorization endpoint; RFC 8414 §2 still requires the member.
     response_types_supported: [],
-    token_endpoint_auth_methods_supported: ['none', 'client_secret_basic', 'client_secret_post']
+    token_endpoint_auth_methods_supported: ['none', 'client_secret_basic', 'client_secret_post'],
+    // RFC 7009: public clients revoke their own tokens (logout) with just their client_id.
+    revocation_endpoint: `${base}/token/revoke`,
+    revocation_endpoint_auth_methods_supported: ['none', 'client_secret_basic', 'client_secret_post'],
+    // RFC 7662 §2.1: introspection needs client authentication, so only confidential clients.
+    introspection_endpoint: `${base}/token/introspect`,
+    introspection_endpoint_auth_methods_supported: ['client_secret_basic', 'client_secret_post']
   }
 
   app.get('/.well-known/oauth-authorization-server', async (_request, reply) => {

@@ -12,10 +12,15 @@ import { metadataRoutes } from './metadata-route.js'
 import { resolveOptions, type Algorithm, type TokenlineOptions } from './options.js'
 import { createPasswords } from './passwords.js'
 import { tokenRoute } from './token-route.js'
+import { introspectRoute } from './introspect-route.js'
+import { startJanitor, type Janitor } from './janitor.js'
+import { revokeRoute } from './revoke-route.js'
+import { sessionsRoutes } from './sessions-route.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
     tokenline: Tokenline
+    tokenlineJanitor: Janitor
   }
 }
 
@@ -81,6 +86,9 @@ const tokenline: FastifyPluginAsync<TokenlinePluginOptions> = async (fastify, ra
     log: fastify.log
   }
   fastify.decorate('tokenline', tl)
+  const janitor = startJanitor(tl, fastify.log)
+  fastify.decorate('tokenlineJanitor', janitor)
+  fastify.addHook('onClose', async () => janitor.stop())
 
   // Tokenline's routes live in their own encapsulated context: their parsers, hooks and error
   // handler never leak into the host application.
@@ -92,6 +100,9 @@ const tokenline: FastifyPluginAsync<TokenlinePluginOptions> = async (fastify, ra
     await child.register(async (tokenScope: FastifyInstance) => {
       tokenScope.addHook('onSend', noStore)
       tokenRoute(tokenScope, tl)
+      // Under /token: the refresh cookie (Path=/token) reaches them, and so do the no-store headers.
+      revokeRoute(tokenScope, tl)
+      introspectRoute(tokenScope, tl)
       // RFC 6749 §3.2: the token endpoint is POST only.
       tokenScope.route({
         method: ['GET', 'PUT', 'DELETE', 'PATCH'],
@@ -106,6 +117,11 @@ const tokenline: FastifyPluginAsync<TokenlinePluginOptions> = async (fastify, ra
       })
     })
     metadataRoutes(child, tl)
+    // The sessions API: bearer-authenticated, outside /token so the refresh cookie never reaches it.
+    await child.register(async (sessionsScope: FastifyInstance) => {
+      sessionsScope.addHook('onSend', noStore)
+      sessionsRoutes(sessionsScope, tl)
+    })
   }, { prefix })
 }
 

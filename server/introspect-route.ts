@@ -1,0 +1,80 @@
+import type { FastifyInstance, FastifyRequest } from 'fastify'
+import type { ClientRow } from '../db/store.js'
+import { bodyParams } from './body.js'
+import { authenticateClient, type Params } from './client-auth.js'
+import type { Tokenline } from './context.js'
+import { OAuthError, invalidRequest } from './errors.js'
+import { digest, isWellFormedRefreshToken } from './refresh-tokens.js'
+import { isLive, liveSessionOf, verifyAccessToken } from './session-state.js'
+
+const REALM = 'Basic realm="tokenline"'
+
+/** RFC 7662 §2.2: an inactive token gets this and nothing else, not even why. */
+const INACTIVE = Object.freeze({ active: false })
+
+/**
+ * RFC 7662 §2.1: the endpoint requires client authentication, so that it cannot be used to scan for
+ * tokens; only confidential clients can authenticate. Every failure is 401 invalid_client (§2.3 points
+ * to RFC 6749 §5.2), with `WWW-Authenticate` when the client tried HTTP Basic.
+ */
+async function confidentialClient (request: FastifyRequest, params: Params, tl: Tokenline): Promise<ClientRow> {
+  const basic = request.headers.authorization !== undefined
+  const refuse = (description: string): OAuthError =>
+    new OAuthError('invalid_client', description, { status: 401, ...(basic && { headers: { 'www-authenticate': REALM } }) })
+  if (!basic && params.client_id === undefined) throw refuse('client authentication required')
+  let client: ClientRow
+  try {
+    client = await authenticateClient(request, params, tl.store)
+  } catch (err) {
+    if (err instanceof OAuthError && err.error === 'invalid_client') throw refuse(err.message)
+    throw err
+  }
+  if (client.secret_digest === null) throw refuse('introspection requires a confidential client')
+  return client
+}
+
+/**
+ * RFC 7662 token introspection for resource servers. Only the calling client's own tokens are
+ * reported active: Tokenline's resource servers are its first-party confidential clients, and a token
+ * issued to another client says `{ "active": false }` exactly like an unknown one, so one client cannot
+ * learn about another's users (RFC 7662 §4 leaves this policy to the server).
+ */
+export function introspectRoute (app: FastifyInstance, tl: Tokenline): void {
+  app.post('/token/introspect', async (request) => {
+    const params = bodyParams(request)
+    const client = await confidentialClient(request, params, tl)
+    const token = params.token
+    if (token === undefined) throw invalidRequest('missing required parameter token')
+    // token_type_hint is optional and only an optimisation (§2.1): the format says which kind it is.
+    if (isWellFormedRefreshToken(token)) return await introspectRefreshToken(tl, client, token)
+    return await introspectAccessToken(tl, client, token)
+  })
+}
+
+async function introspectRefreshToken (tl: Tokenline, client: ClientRow, token: string): Promise<object> {
+  const state = await tl.store.findRefreshToken(digest(token))
+  if (state === undefined) return INACTIVE
+  const { token: row, session, user } = state
+  // A consumed token is not active, even inside the grace window: its holder must rotate to use it.
+  if (session.client_id !== client.id || row.used_at !== null || row.generation !== session.generation) return INACTIVE
+  if (!isLive(session, user, tl.opts.now())) return INACTIVE
+  return {
+    active: true,
+    client_id: session.client_id,
+    sub: session.user_id,
+    scope: session.scope,
+    sid: session.id,
+    // The refresh token is good until its session's absolute expiry (idle expiry permitting).
+    exp: Math.floor(session.expires_at / 1000),
+    iat: Math.floor(row.issued_at / 1000),
+    token_type: 'refresh_token'
+  }
+}
+
+async function introspectAccessToken (tl: Tokenline, client: ClientRow, token: string): Promise<object> {
+  const claims = verifyAccessToken(tl, token)
+  if (claims === undefined || claims.client_id !== client.id) return INACTIVE
+  // Revoking the session ends its access tokens here, even before `exp`.
+  if (await liveSessionOf(tl, claims) === undefined) return INACTIVE
+  return { active: true, ...claims, token_type: 'access_token' }
+}

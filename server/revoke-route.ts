@@ -1,0 +1,84 @@
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
+import type { ClientRow, EventInput } from '../db/store.js'
+import { bodyParams } from './body.js'
+import { authenticateClient } from './client-auth.js'
+import { logEvents, requestMeta, type Tokenline } from './context.js'
+import { checkCsrf } from './csrf.js'
+import { invalidRequest } from './errors.js'
+import { COOKIE_NAME, clearRefreshCookie } from './issue.js'
+import { digest, isWellFormedRefreshToken } from './refresh-tokens.js'
+import { verifyAccessToken } from './session-state.js'
+
+/** The reason recorded on a session ended through the revocation endpoint. */
+export const LOGOUT = 'logout'
+
+/** What a presented token turned out to be: a session it belongs to, or nothing we issued and still know. */
+type Found =
+  | { kind: 'unknown' }
+  | { kind: 'session', session_id: string, user_id: string, client_id: string, token_type: 'refresh_token' | 'access_token' }
+
+/**
+ * Identifies a token without trusting `token_type_hint`: refresh tokens have their own checksummed
+ * format, and anything else is tried as one of our access tokens. RFC 7009 §2.1 lets the server
+ * search every type it supports; the hint only saves a lookup, and ours costs nothing.
+ */
+async function identify (tl: Tokenline, token: string): Promise<Found> {
+  if (isWellFormedRefreshToken(token)) {
+    const state = await tl.store.findRefreshToken(digest(token))
+    if (state === undefined) return { kind: 'unknown' }
+    const { session } = state
+    return { kind: 'session', session_id: session.id, user_id: session.user_id, client_id: session.client_id, token_type: 'refresh_token' }
+  }
+  // An expired or forged access token is invalid, so revoking it is a no-op (RFC 7009 §2.2).
+  const claims = verifyAccessToken(tl, token)
+  if (claims === undefined) return { kind: 'unknown' }
+  const session = await tl.store.findSession(claims.sid)
+  if (session === undefined || session.user_id !== claims.sub || session.client_id !== claims.client_id) return { kind: 'unknown' }
+  return { kind: 'session', session_id: session.id, user_id: session.user_id, client_id: session.client_id, token_type: 'access_token' }
+}
+
+/**
+ * RFC 7009 token revocation, and the browser's logout. Revoking either kind of token ends its whole
+ * session (§2.1: revoking a refresh token SHOULD also invalidate the access tokens of the same grant;
+ * here every token of the session dies, and Tokenline's own bearer routes refuse its access tokens).
+ *
+ * The token comes from the `token` parameter or, when that is absent, from the refresh cookie; a
+ * request carrying the cookie must pass the CSRF check, since it can end the cookie's session and
+ * clears the cookie. Answers 200 with an empty body for unknown, malformed, expired and already
+ * revoked tokens (§2.2). Another client's token is refused to a confidential client (400) and silently
+ * ignored for a public one, and stays valid either way (§2.1; node-oidc-provider's behaviour).
+ */
+export function revokeRoute (app: FastifyInstance, tl: Tokenline): void {
+  app.post('/token/revoke', async (request: FastifyRequest, reply: FastifyReply) => {
+    const params = bodyParams(request)
+    const client = await authenticateClient(request, params, tl.store)
+    const cookie = request.cookies?.[COOKIE_NAME]
+    const hasCookie = cookie !== undefined && cookie !== ''
+    if (hasCookie) checkCsrf(tl, request, client)
+    const token = params.token ?? (hasCookie ? cookie : undefined)
+    if (token === undefined) throw invalidRequest('missing required parameter token')
+
+    const found = await identify(tl, token)
+    if (found.kind === 'session') await revokeFound(tl, request, client, found)
+    // Whatever happened to the session, this browser is logged out.
+    clearRefreshCookie(tl, reply)
+    return reply.code(200).send()
+  })
+}
+
+async function revokeFound (tl: Tokenline, request: FastifyRequest, client: ClientRow, found: Extract<Found, { kind: 'session' }>): Promise<void> {
+  const meta = requestMeta(request, null)
+  const now = tl.opts.now()
+  const who = { user_id: found.user_id, session_id: found.session_id, ip: meta.ip, user_agent: meta.user_agent }
+  if (found.client_id !== client.id) {
+    const events: EventInput[] = [{ type: 'revocation_refused', ...who, client_id: client.id, reason: 'client_mismatch', detail: { token_type: found.token_type } }]
+    await tl.store.recordEvents(events, now)
+    logEvents(tl, request.log, events)
+    // A public client proves nothing by failing, and learns nothing from a 200 (RFC 7009 §2.1, §5).
+    if (client.secret_digest === null) return
+    throw invalidRequest('token was issued to another client')
+  }
+  const events: EventInput[] = [{ type: 'session_revoked', ...who, client_id: client.id, reason: LOGOUT, detail: { via: 'revocation_endpoint', token_type: found.token_type } }]
+  // Already revoked or gone: nothing to record; the answer is the same 200.
+  if (await tl.store.revokeSession(found.session_id, LOGOUT, now, events)) logEvents(tl, request.log, events)
+}

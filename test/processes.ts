@@ -76,7 +76,7 @@ export async function startServer (t: Test, env: Record<string, string>): Promis
     }
     child.stdout.on('data', onData)
     child.stderr.on('data', onData)
-    void exit.then(() => { clearTimeout(timer); reject(new Error(`server exited:\n${out}`)) })
+    exit.then(() => { clearTimeout(timer); reject(new Error(`server exited:\n${out}`)) }, reject)
   })
   const u = new URL(url)
   return { url, host: u.hostname, port: Number(u.port), output: () => out, stop }

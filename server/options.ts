@@ -5,6 +5,8 @@
  * table is checked against it by a test.
  */
 
+import { isIP } from 'node:net'
+
 export type Algorithm = 'ES256' | 'EdDSA' | 'RS256'
 export type Policy = 'ignore' | 'log' | 'reject' | 'revoke'
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent'
@@ -58,6 +60,8 @@ export interface TokenlineOptions {
   janitorInterval?: number
   /** Security events older than this are pruned, s; 0 keeps them forever. @default 7776000 (90 days) */
   eventRetention?: number
+  /** Bearer token `GET /metrics` requires; empty leaves it open (bind it to a private address). @default '' */
+  metricsToken?: string
 }
 
 export interface ResolvedOptions {
@@ -80,6 +84,7 @@ export interface ResolvedOptions {
   logEvents: boolean
   janitorInterval: number
   eventRetention: number
+  metricsToken: string
 }
 
 /** Settings of the standalone server only (not plugin options). */
@@ -99,7 +104,7 @@ export class ConfigError extends Error {
 
 type Kind =
   | { type: 'int', min: number, max: number, unit?: string }
-  | { type: 'string', maxLength?: number }
+  | { type: 'string', maxLength?: number, minLength?: number }
   | { type: 'url' }
   | { type: 'enum', values: readonly string[] }
   | { type: 'trustProxy' }
@@ -113,6 +118,8 @@ export interface Setting {
   /** Where the setting applies: the plugin (and so also the server), or the standalone server only. */
   scope: 'plugin' | 'server'
   doc: string
+  /** A credential: error messages never echo its value. */
+  secret?: boolean
 }
 
 const POLICIES = ['ignore', 'log', 'reject', 'revoke'] as const
@@ -128,7 +135,7 @@ export const SETTINGS: readonly Setting[] = [
   { key: 'idleTtl', env: 'TOKENLINE_IDLE_TTL', scope: 'plugin', kind: { type: 'int', min: 1, max: 400 * DAY, unit: 's' }, default: 7 * DAY, doc: 'a session unused this long expires' },
   { key: 'sessionTtl', env: 'TOKENLINE_SESSION_TTL', scope: 'plugin', kind: { type: 'int', min: 1, max: 400 * DAY, unit: 's' }, default: 30 * DAY, doc: 'absolute session lifetime; rotation never extends it' },
   { key: 'reuseGrace', env: 'TOKENLINE_REUSE_GRACE', scope: 'plugin', kind: { type: 'int', min: 0, max: 60, unit: 's' }, default: 10, doc: 'grace for a racing reuse of the immediate parent token (0 disables)' },
-  { key: 'trustProxy', env: 'TOKENLINE_TRUST_PROXY', scope: 'server', kind: { type: 'trustProxy' }, default: 'off', doc: '`off`, `on`, a hop count, or comma-separated proxy addresses/CIDRs whose `X-Forwarded-For` is believed' },
+  { key: 'trustProxy', env: 'TOKENLINE_TRUST_PROXY', scope: 'server', kind: { type: 'trustProxy' }, default: 'off', doc: '`off`; `on` (= 1: one proxy in front, only the hop it appends to `X-Forwarded-For` is believed); a hop count; or comma-separated proxy addresses/CIDRs whose `X-Forwarded-For` is believed' },
   { key: 'logLevel', env: 'TOKENLINE_LOG_LEVEL', scope: 'server', kind: { type: 'enum', values: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] }, default: 'info', doc: 'log level of the standalone server' },
   { key: 'algorithm', env: 'TOKENLINE_ALG', scope: 'plugin', kind: { type: 'enum', values: ['ES256', 'EdDSA', 'RS256'] }, default: 'ES256', doc: 'signing algorithm of newly generated keys' },
   { key: 'binding', env: 'TOKENLINE_BINDING', scope: 'plugin', kind: { type: 'enum', values: ['default', 'strict'] }, default: 'default', doc: 'fingerprint preset; `strict` also rejects refreshes from outside the bound IP prefix' },
@@ -139,16 +146,18 @@ export const SETTINGS: readonly Setting[] = [
   { key: 'bodyLimit', env: 'TOKENLINE_BODY_LIMIT', scope: 'plugin', kind: { type: 'int', min: 1024, max: 1048576, unit: 'bytes' }, default: 16384, doc: 'largest request body on Tokenline routes' },
   { key: 'janitorInterval', env: 'TOKENLINE_JANITOR_INTERVAL', scope: 'plugin', kind: { type: 'int', min: 0, max: 7 * DAY, unit: 's' }, default: 3600, doc: 'seconds between janitor passes that delete sessions past their absolute expiry (with their lineage) and old security events; 0 disables (use `tokenline prune`)' },
   { key: 'eventRetention', env: 'TOKENLINE_EVENT_RETENTION', scope: 'plugin', kind: { type: 'int', min: 0, max: 3650 * DAY, unit: 's' }, default: 90 * DAY, doc: 'security events older than this are pruned by the janitor; 0 keeps them forever' },
+  { key: 'metricsToken', env: 'TOKENLINE_METRICS_TOKEN', scope: 'plugin', kind: { type: 'string', maxLength: 4096, minLength: 16 }, default: '', secret: true, doc: 'bearer token `GET /metrics` requires (`Authorization: Bearer <token>`); empty: no token' },
   { key: 'argon2.memoryCost', env: 'TOKENLINE_ARGON2_MEMORY', scope: 'plugin', kind: { type: 'int', min: 1024, max: 4194304, unit: 'KiB' }, default: 19456, doc: 'argon2id memory for new hashes' },
   { key: 'argon2.timeCost', env: 'TOKENLINE_ARGON2_TIME', scope: 'plugin', kind: { type: 'int', min: 1, max: 100 }, default: 2, doc: 'argon2id passes for new hashes' },
   { key: 'argon2.parallelism', env: 'TOKENLINE_ARGON2_PARALLELISM', scope: 'plugin', kind: { type: 'int', min: 1, max: 16 }, default: 1, doc: 'argon2id lanes for new hashes' }
 ]
 
-function describe (kind: Kind): string {
+/** What a setting accepts, in words: used in error messages and in the README's options table. */
+export function describe (kind: Kind): string {
   switch (kind.type) {
     case 'int': return `an integer from ${kind.min} to ${kind.max}${kind.unit !== undefined ? ` (${kind.unit})` : ''}`
-    case 'string': return 'a non-empty string'
-    case 'url': return 'an http(s) URL without query or fragment'
+    case 'string': return kind.minLength !== undefined ? `empty, or a string of at least ${kind.minLength} characters` : 'a non-empty string'
+    case 'url': return 'an http(s) URL without credentials, query, fragment or trailing slash'
     case 'enum': return `one of ${kind.values.join(', ')}`
     case 'trustProxy': return 'off, on, a hop count, or comma-separated addresses/CIDRs'
   }
@@ -156,7 +165,8 @@ function describe (kind: Kind): string {
 
 function fail (s: Setting, from: 'env' | 'option', got: unknown): never {
   const name = from === 'env' ? `${s.env} (${s.key})` : `option ${s.key} (${s.env})`
-  throw new ConfigError(`${name} must be ${describe(s.kind)}, got ${JSON.stringify(got)}`)
+  const shown = s.secret === true && typeof got === 'string' ? `${got.length} characters` : JSON.stringify(got)
+  throw new ConfigError(`${name} must be ${describe(s.kind)}, got ${shown}`)
 }
 
 /** Checks and converts one value (a string from the environment, or a typed plugin option). */
@@ -170,12 +180,13 @@ export function coerce (s: Setting, value: unknown, from: 'env' | 'option'): str
     }
     case 'string':
       if (typeof value !== 'string' || (value === '' && s.default !== '') || value.length > (k.maxLength ?? 4096)) fail(s, from, value)
+      if (value !== '' && value.length < (k.minLength ?? 1)) fail(s, from, value)
       return value
     case 'url': {
       if (typeof value !== 'string') fail(s, from, value)
       let u: URL
       try { u = new URL(value) } catch { fail(s, from, value) }
-      if ((u.protocol !== 'https:' && u.protocol !== 'http:') || u.search !== '' || u.hash !== '' || value.endsWith('/')) fail(s, from, value)
+      if ((u.protocol !== 'https:' && u.protocol !== 'http:') || u.username !== '' || u.password !== '' || value.includes('?') || value.includes('#') || value.endsWith('/')) fail(s, from, value)
       return value
     }
     case 'enum':
@@ -187,13 +198,27 @@ export function coerce (s: Setting, value: unknown, from: 'env' | 'option'): str
       if (typeof value !== 'string') fail(s, from, value)
       const v = value.trim()
       if (v === 'off' || v === 'false' || v === '') return false
-      if (v === 'on' || v === 'true') return true
+      // `on` means one proxy in front of us: believe only the hop it appended. Fastify's `true` would
+      // believe the leftmost X-Forwarded-For entry, which the client writes (RFC 9700 §4.13).
+      if (v === 'on' || v === 'true') return 1
       if (/^\d+$/.test(v)) return Number(v)
       const parts = v.split(',').map((p) => p.trim())
-      if (parts.every((p) => /^[0-9a-fA-F.:]+(\/\d{1,3})?$/.test(p) || p === 'loopback' || p === 'linklocal' || p === 'uniquelocal')) return parts.join(',')
+      if (parts.every(proxyAddress)) return parts.join(',')
       fail(s, from, value)
     }
   }
+}
+
+const PROXY_NAMES = new Set(['loopback', 'linklocal', 'uniquelocal'])
+
+/** One entry of a trusted-proxy list: an IP, an IP/prefix within its family's width, or a proxy-addr name. */
+function proxyAddress (p: string): boolean {
+  if (PROXY_NAMES.has(p)) return true
+  const [ip = '', bits, extra] = p.split('/')
+  const family = isIP(ip)
+  if (family === 0 || extra !== undefined) return false
+  if (bits === undefined) return true
+  return /^\d{1,3}$/.test(bits) && Number(bits) <= (family === 4 ? 32 : 128)
 }
 
 function setting (key: string): Setting {
@@ -212,6 +237,16 @@ export function resolveOptions (raw: TokenlineOptions = {}): ResolvedOptions {
   const known = new Set([...SETTINGS.filter((s) => s.scope === 'plugin').map((s) => s.key.split('.')[0]), 'now', 'logEvents'])
   for (const k of Object.keys(raw)) {
     if (!known.has(k)) throw new ConfigError(`unknown tokenline option ${JSON.stringify(k)}`)
+  }
+  // Grouped options (argon2.*): the group is an object, and each member is a known setting.
+  for (const group of new Set(SETTINGS.filter((s) => s.key.includes('.')).map((s) => s.key.split('.')[0] as string))) {
+    const value = (raw as Record<string, unknown>)[group]
+    if (value === undefined) continue
+    const members = SETTINGS.filter((s) => s.key.startsWith(`${group}.`)).map((s) => s.key.slice(group.length + 1))
+    if (value === null || typeof value !== 'object' || Array.isArray(value)) throw new ConfigError(`option ${group} must be an object with ${members.join(', ')}`)
+    for (const k of Object.keys(value)) {
+      if (!members.includes(k)) throw new ConfigError(`unknown tokenline option ${JSON.stringify(`${group}.${k}`)} (${group} takes ${members.join(', ')})`)
+    }
   }
   const out: Record<string, unknown> = {}
   for (const s of SETTINGS) {

@@ -5,6 +5,7 @@ import { openDatabase } from '../db/database.js'
 import { createStore, type KeyRow, type Store } from '../db/store.js'
 import { registerParsers } from './body.js'
 import type { Tokenline } from './context.js'
+import { registerCors } from './cors.js'
 import { OAuthError, toOAuthError } from './errors.js'
 import { clearRefreshCookie } from './issue.js'
 import { generateKey, makeSigner, makeVerifier, type KeyMaterial } from './keys.js'
@@ -94,6 +95,7 @@ const tokenline: FastifyPluginAsync<TokenlinePluginOptions> = async (fastify, ra
   // handler never leak into the host application.
   await fastify.register(async (child: FastifyInstance) => {
     if (!child.hasRequestDecorator('cookies')) await child.register(cookie)
+    await registerCors(child, tl)
     registerParsers(child, opts.bodyLimit)
     child.setErrorHandler(errorHandler(tl))
 

@@ -5,6 +5,7 @@ import type { Tokenline } from './context.js'
 import { OAuthError, invalidRequest } from './errors.js'
 import * as password from './grants/password.js'
 import * as refreshToken from './grants/refresh-token.js'
+import { checkCsrf } from './csrf.js'
 import { COOKIE_NAME } from './issue.js'
 
 const SUPPORTED = new Set([password.grantType, refreshToken.grantType])
@@ -41,9 +42,17 @@ export function tokenRoute (app: FastifyInstance, tl: Tokenline): void {
     if (grant === undefined) throw invalidRequest('missing required parameter grant_type')
     const client = await authenticateClient(request, params, tl.store)
     if (!SUPPORTED.has(grant)) throw new OAuthError('unsupported_grant_type', 'grant_type must be password or refresh_token')
-    if (grant === password.grantType) return await password.handler(tl, request, reply, params, client)
+    if (grant === password.grantType) {
+      // Login CSRF: a foreign page must not plant its own session cookie in the user's browser.
+      if (client.delivery !== 'body') checkCsrf(tl, request, client)
+      return await password.handler(tl, request, reply, params, client)
+    }
     const presented = presentedRefreshToken(request, params.refresh_token)
     if (presented === undefined) throw invalidRequest('missing required parameter refresh_token')
+    // The cookie is ambient: the browser attaches it to forged requests too, so a cookie-borne token
+    // is used only on a request that proves where it came from. Checked before the session is read,
+    // so a refused request rotates, revokes and clears nothing.
+    if (presented.fromCookie) checkCsrf(tl, request, client)
     return await refreshToken.handler(tl, request, reply, params, client, presented)
   })
 }

@@ -206,6 +206,9 @@ function chainedRefresh (url, pool, connections, duration, stats) {
         const m = TOKEN_IN_BODY.exec(text)
         if (m === null) return
         text = ''
+        // Within the grace window a re-presented parent is answered 200 with the successor it already
+        // got (a replay, not a rotation), so a broken chain could look healthy: count repeats.
+        if (m[1] === pool[slot]) stats.repeated++
         pool[slot] = m[1]
         stats.chained++
         client.setBody(body(m[1]))
@@ -287,9 +290,10 @@ async function benchTokenline (dir) {
       // rotated a token whose successor nobody read, so a pool is never reused across runs.
       process.stdout.write(`  refresh: logging in ${CONNECTIONS * (WARMUP > 0 ? 2 : 1)} sessions\n`)
       const pools = { warmup: WARMUP > 0 ? await provisionSessions(base, CONNECTIONS) : [], measure: await provisionSessions(base, CONNECTIONS) }
-      const stats = { warmup: { chained: 0 }, measure: { chained: 0 } }
+      const stats = { warmup: { chained: 0, repeated: 0 }, measure: { chained: 0, repeated: 0 } }
       const r = await measure('refresh grant', (phase, duration) => chainedRefresh(`${base}/token`, pools[phase], CONNECTIONS, duration, stats[phase]))
       r.chained_responses = stats.measure.chained
+      r.repeated_tokens = stats.warmup.repeated + stats.measure.repeated
       out.refresh = r
     }
     if (ONLY.has('password') && PROFILE_DIR === undefined) {
@@ -305,7 +309,20 @@ async function benchTokenline (dir) {
   } finally {
     await stop(child)
   }
+  if (out.refresh !== undefined) out.refresh.server_events = await countEvents(dbFile)
   return out
+}
+
+/** The server's own record of what happened: every refresh must have been a rotation. */
+async function countEvents (file) {
+  const store = createStore(openDatabase(file))
+  try {
+    const counts = {}
+    for (const e of await store.listEvents({ limit: Number.MAX_SAFE_INTEGER })) counts[e.type] = (counts[e.type] ?? 0) + 1
+    return counts
+  } finally {
+    store.close()
+  }
 }
 
 async function benchPrimitives () {
@@ -333,6 +350,10 @@ function report (r) {
   const widths = rows[0].map((_, i) => Math.max(...rows.map((row) => row[i].length)))
   const lines = rows.map((row) => row.map((c, i) => (i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join('  '))
   console.log('\n' + lines.join('\n'))
+  if (r.refresh?.server_events !== undefined) {
+    const ev = r.refresh.server_events
+    console.log(`\nrefresh chain check: ${r.refresh.chained_responses} responses carried a successor token (${r.refresh.repeated_tokens} repeats); the server recorded ${ev.token_rotated ?? 0} rotations (warm-up included), ${ev.refresh_replayed ?? 0} replays, ${ev.reuse_detected ?? 0} reuse detections`)
+  }
   if (r.ratios.refresh_over_h !== undefined) console.log(`\nrefresh / H  = ${r.ratios.refresh_over_h.toFixed(3)}   (goal G1, ES256: >= 0.22)`)
   if (r.ratios.password_over_h !== undefined) console.log(`password / H = ${r.ratios.password_over_h.toFixed(4)}`)
   const p = r.primitives
@@ -403,8 +424,15 @@ async function main () {
     if (x.non_2xx > 0 || x.errors > 0 || x.timeouts > 0) problems.push(`${name}: ${x.non_2xx} non-2xx ${JSON.stringify(x.status_codes)}, ${x.errors} errors, ${x.timeouts} timeouts`)
     if (x.ok_2xx === 0) problems.push(`${name}: no successful response at all`)
   }
-  if (results.refresh !== undefined && results.refresh.chained_responses < results.refresh.ok_2xx) {
-    problems.push(`refresh: only ${results.refresh.chained_responses} of ${results.refresh.ok_2xx} responses carried a successor token`)
+  const rf = results.refresh
+  if (rf !== undefined) {
+    if (rf.chained_responses < rf.ok_2xx) problems.push(`refresh: only ${rf.chained_responses} of ${rf.ok_2xx} responses carried a successor token`)
+    if (rf.repeated_tokens > 0) problems.push(`refresh: ${rf.repeated_tokens} responses repeated the token already held (grace replays, not rotations)`)
+    const ev = rf.server_events
+    for (const bad of ['refresh_replayed', 'reuse_detected', 'fingerprint_mismatch', 'session_revoked']) {
+      if ((ev[bad] ?? 0) > 0) problems.push(`refresh: the server recorded ${ev[bad]} ${bad} events`)
+    }
+    if ((ev.token_rotated ?? 0) < rf.ok_2xx) problems.push(`refresh: the server recorded ${ev.token_rotated ?? 0} rotations for ${rf.ok_2xx} successful responses`)
   }
   if (problems.length > 0) fail(`FAILED\n  ${problems.join('\n  ')}`)
 }

@@ -6,14 +6,15 @@ import { ensureWebClient } from './bootstrap.js'
 /** Headers that carry credentials; the server's log shows them only as [redacted]. */
 export const REDACTED_HEADERS = ['req.headers.authorization', 'req.headers.cookie', 'res.headers["set-cookie"]']
 
+import { trustProxyFor } from './proxy.js'
 /**
  * The standalone server as a Fastify instance (not yet listening): Tokenline's routes at the root,
  * a log that never carries a credential or a query string, and the `web` client on first start.
  */
 export async function buildServer (options: TokenlineOptions, server: Pick<ServerSettings, 'trustProxy' | 'logLevel'>): Promise<FastifyInstance> {
   const app = Fastify({
-    // Fastify accepts a hop count too (proxy-addr semantics); its types only list boolean | string.
-    trustProxy: server.trustProxy as boolean | string,
+    // The client IP feeds the fingerprint binding: see server/proxy.ts for what each setting believes.
+    trustProxy: trustProxyFor(server.trustProxy),
     // Slow-loris and stuck uploads are cut off instead of holding a connection forever.
     requestTimeout: 10_000,
     connectionTimeout: 30_000,

@@ -37,8 +37,15 @@ export function normaliseUserAgent (ua: string): string {
 export function normaliseIp (ip: string): string {
   const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(ip)
   if (mapped?.[1] !== undefined) return mapped[1]
-  if (isIPv6(ip)) return expandIPv6(ip)
-  return ip
+  if (!isIPv6(ip)) return ip
+  const full = expandIPv6(ip)
+  // The same mapped address spelled in hex or in full (::ffff:cb00:7107), as a proxy may write it.
+  const hex = /^0000:0000:0000:0000:0000:ffff:([0-9a-f]{4}):([0-9a-f]{4})$/.exec(full)
+  if (hex?.[1] !== undefined && hex[2] !== undefined) {
+    const [hi, lo] = [parseInt(hex[1], 16), parseInt(hex[2], 16)]
+    return [hi >> 8, hi & 255, lo >> 8, lo & 255].join('.')
+  }
+  return full
 }
 
 function expandIPv6 (ip: string): string {

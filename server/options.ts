@@ -135,7 +135,7 @@ export const SETTINGS: readonly Setting[] = [
   { key: 'idleTtl', env: 'TOKENLINE_IDLE_TTL', scope: 'plugin', kind: { type: 'int', min: 1, max: 400 * DAY, unit: 's' }, default: 7 * DAY, doc: 'a session unused this long expires' },
   { key: 'sessionTtl', env: 'TOKENLINE_SESSION_TTL', scope: 'plugin', kind: { type: 'int', min: 1, max: 400 * DAY, unit: 's' }, default: 30 * DAY, doc: 'absolute session lifetime; rotation never extends it' },
   { key: 'reuseGrace', env: 'TOKENLINE_REUSE_GRACE', scope: 'plugin', kind: { type: 'int', min: 0, max: 60, unit: 's' }, default: 10, doc: 'grace for a racing reuse of the immediate parent token (0 disables)' },
-  { key: 'trustProxy', env: 'TOKENLINE_TRUST_PROXY', scope: 'server', kind: { type: 'trustProxy' }, default: 'off', doc: '`off`; `on` (= 1: one proxy in front, only the hop it appends to `X-Forwarded-For` is believed); a hop count; or comma-separated proxy addresses/CIDRs whose `X-Forwarded-For` is believed' },
+  { key: 'trustProxy', env: 'TOKENLINE_TRUST_PROXY', scope: 'server', kind: { type: 'trustProxy' }, default: 'off', doc: 'whose `X-Forwarded-For` is believed: `off` (nobody: the socket address is the client); `on` (a proxy on this host, same as `loopback`); comma-separated proxy addresses/CIDRs; or a hop count (only if nothing can reach the server except through the proxies)' },
   { key: 'logLevel', env: 'TOKENLINE_LOG_LEVEL', scope: 'server', kind: { type: 'enum', values: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] }, default: 'info', doc: 'log level of the standalone server' },
   { key: 'algorithm', env: 'TOKENLINE_ALG', scope: 'plugin', kind: { type: 'enum', values: ['ES256', 'EdDSA', 'RS256'] }, default: 'ES256', doc: 'signing algorithm of newly generated keys' },
   { key: 'binding', env: 'TOKENLINE_BINDING', scope: 'plugin', kind: { type: 'enum', values: ['default', 'strict'] }, default: 'default', doc: 'fingerprint preset; `strict` also rejects refreshes from outside the bound IP prefix' },
@@ -198,9 +198,10 @@ export function coerce (s: Setting, value: unknown, from: 'env' | 'option'): str
       if (typeof value !== 'string') fail(s, from, value)
       const v = value.trim()
       if (v === 'off' || v === 'false' || v === '') return false
-      // `on` means one proxy in front of us: believe only the hop it appended. Fastify's `true` would
-      // believe the leftmost X-Forwarded-For entry, which the client writes (RFC 9700 §4.13).
-      if (v === 'on' || v === 'true') return 1
+      // `on` means a reverse proxy on this host: only a loopback peer is believed, and only for the hop
+      // it appended. Fastify's `true` would believe the leftmost X-Forwarded-For entry, which the client
+      // writes (RFC 9700 §4.13).
+      if (v === 'on' || v === 'true') return 'loopback'
       if (/^\d+$/.test(v)) return Number(v)
       const parts = v.split(',').map((p) => p.trim())
       if (parts.every(proxyAddress)) return parts.join(',')

@@ -1,12 +1,37 @@
+import fastifyStatic from '@fastify/static'
 import Fastify, { type FastifyInstance } from 'fastify'
+import { existsSync } from 'node:fs'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
 import tokenline from './plugin.js'
 import type { ServerSettings, TokenlineOptions } from './options.js'
 import { ensureWebClient } from './bootstrap.js'
+import { trustProxyFor } from './proxy.js'
 
 /** Headers that carry credentials; the server's log shows them only as [redacted]. */
 export const REDACTED_HEADERS = ['req.headers.authorization', 'req.headers.cookie', 'res.headers["set-cookie"]']
 
-import { trustProxyFor } from './proxy.js'
+/**
+ * Headers of the demo SPA's files. The page loads only its own scripts and styles and talks only to
+ * this origin, so the CSP can be strict: no inline script or style, no framing, no plugins.
+ */
+export const STATIC_HEADERS: Readonly<Record<string, string>> = {
+  'content-security-policy': "default-src 'self'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; " +
+    "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
+  'x-content-type-options': 'nosniff',
+  'referrer-policy': 'no-referrer',
+  'cross-origin-opener-policy': 'same-origin',
+  // Revalidate every time (ETag): a demo edited in place is never stale.
+  'cache-control': 'no-cache'
+}
+
+/** public/ beside dist/ (built: dist/server/app.js) or beside server/ (run from source by tests). */
+function publicDir (): string | undefined {
+  return ['../../public/', '../public/']
+    .map((rel) => fileURLToPath(new URL(rel, import.meta.url)))
+    .find((dir) => existsSync(join(dir, 'index.html')))
+}
+
 /**
  * The standalone server as a Fastify instance (not yet listening): Tokenline's routes at the root,
  * a log that never carries a credential or a query string, and the `web` client on first start.
@@ -35,6 +60,19 @@ export async function buildServer (options: TokenlineOptions, server: Pick<Serve
     reply.code(404).type('application/json; charset=utf-8').send({ error: 'not_found', error_description: 'no such route' })
   })
   await app.register(tokenline, options)
+  // The demo SPA at / (SPEC §3). One route per file present at start, no wildcard: every other path
+  // keeps its Tokenline route or the JSON 404 above.
+  const root = publicDir()
+  if (root !== undefined) {
+    await app.register(fastifyStatic, {
+      root,
+      wildcard: false,
+      decorateReply: false,
+      dotfiles: 'ignore',
+      cacheControl: false,
+      setHeaders: (reply) => { reply.headers(STATIC_HEADERS) }
+    })
+  }
   await ensureWebClient(app.tokenline)
   return app
 }

@@ -1,0 +1,374 @@
+/**
+ * tokenline-client.js: a small, dependency-free browser client for Tokenline's cookie delivery.
+ *
+ * Copy this one file into your SPA (it is an ES module: `<script type="module">` or your bundler).
+ *
+ *   import { createTokenlineClient } from './tokenline-client.js'
+ *   const auth = createTokenlineClient({ clientId: 'web' })
+ *   auth.onChange((state) => render(state))     // { signedIn, claims, expiresAt, username }
+ *   await auth.restore()                        // page load: signed in again from the cookie alone?
+ *   await auth.login('alice', 'correct horse battery staple')
+ *   const res = await auth.fetch('/sessions')   // adds the bearer token, refreshes when needed
+ *   await auth.logout()
+ *
+ * Where each credential lives, and why:
+ *
+ * - The REFRESH token never reaches JavaScript. The server sets it as an
+ *   `HttpOnly; Secure; SameSite=Strict; Path=/token` cookie, and the browser sends it only to /token and
+ *   /token/revoke. This file never reads, writes or sends it by name: refreshing is a POST with
+ *   `credentials: 'same-origin'` and no `refresh_token` parameter. A script injected into the page (XSS)
+ *   can therefore not steal it (browser-apps BCP, draft-ietf-oauth-browser-based-apps §6.1.3).
+ * - The ACCESS token lives in this module's memory only: never localStorage, sessionStorage, IndexedDB
+ *   or a cookie, so it disappears with the tab and nothing persistent holds it. A page reload starts
+ *   with no access token and gets a fresh one from the cookie (`restore()`).
+ *
+ * Refresh tokens rotate: every refresh consumes the cookie's token and sets its successor, and presenting
+ * a consumed token again is "reuse" and revokes the whole session (RFC 9700 §4.14.2). Two refreshes
+ * racing with the same cookie would therefore be dangerous, so this client makes sure they never race:
+ *
+ * 1. Within a tab, ONE refresh is in flight at a time: concurrent callers share one promise
+ *    (single flight), so ten API calls that find the token expired cause one refresh, not ten.
+ * 2. Across tabs, every request that uses or replaces the cookie (refresh, login, logout) runs under the
+ *    Web Locks API lock `tokenline-refresh`, so they run one after another, each with the cookie the
+ *    previous one left behind. A tab that got a new access token tells the other tabs over a
+ *    BroadcastChannel; a tab that was waiting for the lock and meanwhile received a fresh token uses it
+ *    and skips its own refresh. If the message comes late, the waiting tab just refreshes after the
+ *    first one, with the new cookie: sequential, never a race.
+ *
+ * The server also forgives a lost race (the same successor is handed out again within a short grace
+ * window), but that is a safety net for clients without this coordination, not something to rely on.
+ *
+ * Errors: every failure is a `TokenlineError` carrying the server's RFC 6749 §5.2 `error` (e.g.
+ * `invalid_grant`), `error_description`, Tokenline's machine-readable `reason` (e.g.
+ * `invalid_credentials`, `reuse_detected`, `session_revoked`) and the HTTP `status`; network failures
+ * have `error: 'network_error'`.
+ */
+
+/** Defaults; every one can be overridden in `createTokenlineClient(options)`. */
+const DEFAULTS = {
+  /** Where Tokenline is mounted: '' for this page's origin, or e.g. '/auth' for a plugin prefix. */
+  baseUrl: '',
+  /** The public client registered with cookie delivery and this page's origin (the server's `web`). */
+  clientId: 'web',
+  /** Refresh this many seconds before the access token expires (capped at a third of its lifetime). */
+  refreshLeeway: 10,
+  /** Name of the Web Lock shared by all tabs of this origin. */
+  lockName: 'tokenline-refresh',
+  /** Name of the BroadcastChannel the tabs of this origin talk over. */
+  channelName: 'tokenline',
+  /**
+   * Credentials mode of the requests to /token. 'same-origin' suits a page served by the Tokenline
+   * origin (the demo); a page on another origin listed in the client's origins needs 'include'.
+   */
+  credentials: 'same-origin'
+}
+
+/** An RFC 6749 §5.2 error from Tokenline, or a network failure. */
+export class TokenlineError extends Error {
+  /**
+   * @param {string} error RFC 6749 error code, or 'network_error' / 'login_required'
+   * @param {{ description?: string, reason?: string, status?: number, cause?: unknown }} [details]
+   */
+  constructor (error, details = {}) {
+    super(details.description ? `${error}: ${details.description}` : error, details.cause === undefined ? undefined : { cause: details.cause })
+    this.name = 'TokenlineError'
+    /** RFC 6749 §5.2 `error`, e.g. 'invalid_grant'. */
+    this.error = error
+    /** `error_description`, short and lowercase. */
+    this.description = details.description ?? ''
+    /** Tokenline's stable `reason` on invalid_grant, e.g. 'invalid_credentials', 'reuse_detected'. */
+    this.reason = details.reason ?? ''
+    /** HTTP status, 0 for a network failure. */
+    this.status = details.status ?? 0
+  }
+}
+
+/**
+ * Reads a JWT's payload for display (`sub`, `sid`, `exp`). This is NOT verification: the browser has no
+ * reason to trust or distrust its own token; the resource server verifies it (RFC 9068 §4).
+ */
+function decodeClaims (jwt) {
+  try {
+    const part = jwt.split('.')[1] ?? ''
+    const b64 = part.replace(/-/g, '+').replace(/_/g, '/').padEnd(Math.ceil(part.length / 4) * 4, '=')
+    const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0))
+    return JSON.parse(new TextDecoder().decode(bytes))
+  } catch {
+    return {}
+  }
+}
+
+/** Turns a failed /token (or /token/revoke) response into a TokenlineError. */
+async function errorFrom (res) {
+  let body = {}
+  try { body = await res.json() } catch { /* not JSON: keep the status */ }
+  return new TokenlineError(typeof body.error === 'string' ? body.error : 'server_error', {
+    description: typeof body.error_description === 'string' ? body.error_description : `HTTP ${res.status}`,
+    reason: typeof body.reason === 'string' ? body.reason : '',
+    status: res.status
+  })
+}
+
+/**
+ * Whether a failed refresh means "there is no usable session" (show the login form) rather than a
+ * passing problem (network, 429 throttling, 5xx: keep the state and let the caller retry).
+ * invalid_grant: revoked, expired, reused or rebound session (the server has cleared the cookie);
+ * invalid_request: typically "missing refresh_token", i.e. there is no cookie at all.
+ */
+const endsSession = (err) => err instanceof TokenlineError && (err.error === 'invalid_grant' || err.error === 'invalid_request')
+
+/**
+ * Creates a client. Usually one per page; tabs of the same origin find each other by `lockName` and
+ * `channelName`.
+ * @param {Partial<typeof DEFAULTS>} [options]
+ */
+export function createTokenlineClient (options = {}) {
+  const o = { ...DEFAULTS, ...options }
+  const tokenUrl = `${o.baseUrl}/token`
+  const revokeUrl = `${o.baseUrl}/token/revoke`
+
+  /**
+   * The current access token, in memory only:
+   * { accessToken, expiresAt, refreshAt (ms, this machine's clock), claims, scope }.
+   * Expiry is computed from `expires_in` (relative), not from `exp`, so a skewed clock between the
+   * browser and the server does not matter.
+   * @type {null | { accessToken: string, expiresAt: number, refreshAt: number, claims: Record<string, any>, scope: string }}
+   */
+  let current = null
+  /** The username typed into login() in this tab or told by the tab that logged in; the token has only `sub`. */
+  let username = ''
+  /** The refresh in flight in this tab, shared by every caller (single flight). */
+  let inflight = null
+  const listeners = new Set()
+
+  // --- Cross-tab coordination -------------------------------------------------------------------------
+
+  // BroadcastChannel reaches only same-origin documents of this browser profile: the same trust
+  // boundary as the page itself (a script that could listen here could call this client directly).
+  const channel = typeof BroadcastChannel === 'function' ? new BroadcastChannel(o.channelName) : null
+  if (channel !== null) {
+    channel.onmessage = (event) => {
+      const m = event.data
+      if (m === null || typeof m !== 'object') return
+      if (m.type === 'token' && m.token && typeof m.token.accessToken === 'string') {
+        // A login in another tab replaced the cookie (maybe with another user's session): follow it.
+        // A refresh elsewhere: take its token if it outlives ours, saving this tab a refresh.
+        const fromLogin = m.cause === 'login'
+        if (fromLogin || current === null || m.token.expiresAt > current.expiresAt) {
+          if (fromLogin || (m.username && current === null)) username = m.username ?? ''
+          set(m.token)
+        }
+      } else if (m.type === 'logout') {
+        // Another tab logged out, or found the session dead: the cookie is gone for every tab.
+        username = ''
+        set(null)
+      }
+    }
+  }
+
+  function broadcast (message) {
+    try { channel?.postMessage(message) } catch { /* the channel was closed */ }
+  }
+
+  /**
+   * Runs `fn` while holding the origin-wide lock, so that requests which send or replace the refresh
+   * cookie never overlap, in this tab or any other. Without the Web Locks API (very old browsers) the
+   * tab at least serialises its own requests.
+   */
+  let localQueue = Promise.resolve()
+  function withLock (fn) {
+    if (typeof navigator !== 'undefined' && navigator.locks && typeof navigator.locks.request === 'function') {
+      return navigator.locks.request(o.lockName, fn)
+    }
+    const run = localQueue.then(fn, fn)
+    localQueue = run.catch(() => {})
+    return run
+  }
+
+  // --- State ------------------------------------------------------------------------------------------
+
+  function snapshot () {
+    return {
+      signedIn: current !== null,
+      claims: current ? { ...current.claims } : null,
+      expiresAt: current ? current.expiresAt : 0,
+      scope: current ? current.scope : '',
+      username
+    }
+  }
+
+  function set (token) {
+    current = token
+    const s = snapshot()
+    for (const fn of listeners) {
+      try { fn(s) } catch (err) { console.error('tokenline-client: onChange listener failed', err) }
+    }
+  }
+
+  /** Stores a successful RFC 6749 §5.1 response and tells the other tabs. */
+  function accept (body, cause) {
+    if (typeof body.access_token !== 'string' || typeof body.expires_in !== 'number') {
+      throw new TokenlineError('server_error', { description: 'token response without access_token or expires_in' })
+    }
+    const now = Date.now()
+    const lifetime = body.expires_in * 1000
+    const leeway = Math.min(o.refreshLeeway * 1000, lifetime / 3)
+    const token = {
+      accessToken: body.access_token,
+      expiresAt: now + lifetime,
+      refreshAt: now + lifetime - leeway,
+      claims: decodeClaims(body.access_token),
+      scope: typeof body.scope === 'string' ? body.scope : ''
+    }
+    set(token)
+    broadcast({ type: 'token', cause, token, username })
+    return token
+  }
+
+  const fresh = (t) => t !== null && Date.now() < t.refreshAt
+
+  // --- Requests to Tokenline --------------------------------------------------------------------------
+
+  /** A form POST (RFC 6749 §4.3.2 / §6 use application/x-www-form-urlencoded) that carries the cookie. */
+  async function post (url, params) {
+    try {
+      return await fetch(url, {
+        method: 'POST',
+        headers: { 'content-type': 'application/x-www-form-urlencoded' },
+        body: new URLSearchParams(params),
+        // Sends the HttpOnly refresh cookie and accepts the rotated one. The browser adds
+        // `Sec-Fetch-Site: same-origin` and `Origin`, which is what the server's CSRF check wants.
+        credentials: o.credentials,
+        cache: 'no-store'
+      })
+    } catch (cause) {
+      throw new TokenlineError('network_error', { description: 'could not reach the token endpoint', cause })
+    }
+  }
+
+  /** One refresh_token grant with the cookie alone. Call only while holding the lock. */
+  async function refreshNow () {
+    // No refresh_token parameter: the token is in the HttpOnly cookie, which JavaScript cannot read.
+    const res = await post(tokenUrl, { grant_type: 'refresh_token', client_id: o.clientId })
+    if (res.ok) return accept(await res.json(), 'refresh')
+    const err = await errorFrom(res)
+    if (endsSession(err)) {
+      // The server refused the cookie (and cleared it), or there was none: nobody is signed in.
+      username = ''
+      set(null)
+      broadcast({ type: 'logout' })
+    }
+    throw err
+  }
+
+  /**
+   * Returns a usable access token, refreshing if `stale` (the token a caller found expired or saw
+   * refused) is still the current one. Concurrent callers in this tab share one refresh.
+   */
+  function refresh (stale = current) {
+    if (inflight === null) {
+      inflight = withLock(async () => {
+        // While we waited for the lock another tab may have refreshed and sent us its token: reuse it
+        // instead of spending (rotating) the cookie again.
+        if (current !== null && current !== stale && fresh(current)) return current
+        return await refreshNow()
+      }).finally(() => { inflight = null })
+    }
+    return inflight
+  }
+
+  // --- Public API -------------------------------------------------------------------------------------
+
+  return {
+    /**
+     * Signs in with the password grant (RFC 6749 §4.3). The server answers with an access token in the
+     * body and the refresh token as an HttpOnly cookie. Runs under the lock so that it cannot interleave
+     * with another tab's refresh (whose response would otherwise overwrite the new cookie).
+     * @returns {Promise<void>} rejects with a TokenlineError (reason 'invalid_credentials' for a bad password)
+     */
+    async login (user, password) {
+      await withLock(async () => {
+        const res = await post(tokenUrl, { grant_type: 'password', client_id: o.clientId, username: user, password })
+        if (!res.ok) throw await errorFrom(res)
+        username = user
+        accept(await res.json(), 'login')
+      })
+    },
+
+    /**
+     * Page load: signs in again from the refresh cookie alone (there is no access token after a reload).
+     * @returns {Promise<boolean>} whether a session was restored; rejects only on a passing failure
+     */
+    async restore () {
+      try {
+        await refresh(null)
+        return true
+      } catch (err) {
+        if (endsSession(err)) return false
+        throw err
+      }
+    },
+
+    /**
+     * `fetch()` with `Authorization: Bearer <access token>` (RFC 6750 §2.1). Refreshes first when the
+     * token is expired or about to expire, and once more on a 401 (RFC 6750 §3.1 invalid_token: the token
+     * expired early, a signing key changed, ...), then retries the request once.
+     * @returns {Promise<Response>} the response; rejects with a TokenlineError when nobody is signed in
+     */
+    async fetch (input, init = {}) {
+      // A Request's body can be read only once: keep a pristine copy for the retry.
+      const request = new Request(input, init)
+      const send = (token) => {
+        const headers = new Headers(request.headers)
+        headers.set('authorization', `Bearer ${token.accessToken}`)
+        return fetch(new Request(request.clone(), { headers }))
+      }
+      let token = fresh(current) ? current : await refresh(current)
+      const res = await send(token)
+      if (res.status !== 401) return res
+      token = await refresh(token)
+      return await send(token)
+    },
+
+    /**
+     * Logs out: POST /token/revoke with the cookie (RFC 7009; with no `token` parameter Tokenline revokes
+     * the cookie's session and clears the cookie), forgets the access token, and tells the other tabs.
+     * The local state is cleared even if the server could not be reached; the error is still reported,
+     * because then the session may still be alive on the server.
+     */
+    async logout () {
+      try {
+        await withLock(async () => {
+          const res = await post(revokeUrl, { client_id: o.clientId })
+          if (!res.ok) throw await errorFrom(res)
+        })
+      } finally {
+        username = ''
+        set(null)
+        broadcast({ type: 'logout' })
+      }
+    },
+
+    /** Forces a refresh now (shared with any refresh already in flight). */
+    async refresh () {
+      await refresh(current)
+    },
+
+    /** Calls `fn(state)` on every change: sign in, refresh (here or in another tab), sign out. */
+    onChange (fn) {
+      listeners.add(fn)
+      return () => listeners.delete(fn)
+    },
+
+    /** { signedIn, claims, expiresAt, scope, username } of this tab, without the token itself. */
+    get state () {
+      return snapshot()
+    },
+
+    /** Stops listening to the other tabs. */
+    close () {
+      channel?.close()
+      listeners.clear()
+    }
+  }
+}

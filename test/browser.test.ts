@@ -1,0 +1,335 @@
+/*
+ * The demo SPA (public/) and its browser client in real headless Chromium, against the real standalone
+ * server (`node dist/server/main.js`) on a real socket and database file. The access token lives 3 s,
+ * so expiry is observed on the browser's own clock; every wait is for a condition, not a fixed time.
+ *
+ * The server runs with the reuse grace window OFF: if two tabs ever raced each other with the same
+ * refresh cookie, the server would see reuse and revoke the session. The client must not need the grace.
+ */
+import { spawn } from 'node:child_process'
+import { existsSync } from 'node:fs'
+import { createServer } from 'node:net'
+import { dirname, join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import Database from 'better-sqlite3'
+import t, { type Test } from 'tap'
+import type { Browser, BrowserContext, Page, Request, Response } from 'playwright-core'
+
+const CHROMIUM = '/usr/bin/chromium'
+const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..')
+const MAIN = join(ROOT, 'dist', 'server', 'main.js')
+const CLI = join(ROOT, 'bin', 'tokenline.js')
+const PASSWORD = 'correct horse battery staple'
+const COOKIE = '__Secure-tokenline-rt'
+const ACCESS_TTL = 3
+const CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+  '--disable-background-networking', '--disable-component-update', '--disable-sync']
+
+/** Settings for the server and the CLI: cheap argon2 (the production cost is tested elsewhere). */
+function env (extra: Record<string, string>): NodeJS.ProcessEnv {
+  const base: NodeJS.ProcessEnv = {}
+  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('TOKENLINE_') && k !== 'PORT' && k !== 'HOST') base[k] = v
+  return { ...base, TOKENLINE_ARGON2_MEMORY: '1024', TOKENLINE_ARGON2_TIME: '1', ...extra }
+}
+
+async function freePort (): Promise<number> {
+  return await new Promise((resolve, reject) => {
+    const s = createServer()
+    s.once('error', reject)
+    s.listen(0, '127.0.0.1', () => {
+      const address = s.address()
+      s.close(() => { typeof address === 'object' && address !== null ? resolve(address.port) : reject(new Error('no port')) })
+    })
+  })
+}
+
+async function run (args: string[], environment: NodeJS.ProcessEnv, input: string): Promise<string> {
+  return await new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [CLI, ...args], { env: environment, cwd: ROOT })
+    let out = ''
+    child.stdout.on('data', (d: Buffer) => { out += d.toString() })
+    child.stderr.on('data', (d: Buffer) => { out += d.toString() })
+    child.on('error', reject)
+    child.on('close', (code) => code === 0 ? resolve(out) : reject(new Error(`tokenline ${args.join(' ')} exited ${code}: ${out}`)))
+    child.stdin.end(input)
+  })
+}
+
+/** Starts the standalone server and waits until it serves the demo page. */
+async function startServer (t: Test, environment: NodeJS.ProcessEnv, base: string): Promise<() => string> {
+  const child = spawn(process.execPath, [MAIN], { env: environment, cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] })
+  let out = ''
+  let exited = false
+  child.stdout.on('data', (d: Buffer) => { out += d.toString() })
+  child.stderr.on('data', (d: Buffer) => { out += d.toString() })
+  const exit = new Promise<void>((resolve) => child.on('exit', () => { exited = true; resolve() }))
+  t.teardown(async () => { if (!exited) child.kill('SIGTERM'); await exit })
+  const deadline = Date.now() + 20_000
+  for (;;) {
+    if (exited) throw new Error(`server exited:\n${out}`)
+    try {
+      const res = await fetch(`${base}/`)
+      if (res.ok) return () => out
+    } catch { /* not listening yet */ }
+    if (Date.now() > deadline) throw new Error(`server did not start:\n${out}`)
+    await new Promise((resolve) => setTimeout(resolve, 100))
+  }
+}
+
+/** One POST /token (or /token/revoke) exchange seen by the browser. */
+interface TokenCall {
+  page: Page
+  url: string
+  params: URLSearchParams
+  status: number
+  body: Record<string, unknown>
+}
+
+const state = async (page: Page, want: 'signed-in' | 'signed-out'): Promise<void> => {
+  await page.waitForFunction((w) => document.body.dataset.state === w, want)
+}
+
+/** Clicks "Reload sessions" and waits for the table to be rendered from a fresh GET /sessions. */
+async function reloadSessions (page: Page): Promise<Response> {
+  const before = await page.evaluate(() => document.body.dataset.sessionsLoadedAt ?? '0')
+  const [res] = await Promise.all([
+    page.waitForResponse((r) => new URL(r.url()).pathname === '/sessions' && r.request().method() === 'GET'),
+    page.click('#reload-sessions')
+  ])
+  await page.waitForFunction((b) => (document.body.dataset.sessionsLoadedAt ?? '0') !== b, before)
+  return res
+}
+
+const sessionRows = async (page: Page): Promise<Array<{ id: string, current: boolean }>> =>
+  await page.$$eval('#sessions-body tr', (rows) => rows.map((r) => ({ id: (r as HTMLElement).dataset.sessionId ?? '', current: (r as HTMLElement).dataset.current === 'true' })))
+
+if (!existsSync(CHROMIUM)) {
+  t.plan(0, 'chromium not installed (apt-get install chromium)')
+} else {
+  const { chromium } = await import('playwright-core')
+  const dir = t.testdir({})
+  const dbFile = join(dir, 'tokenline.db')
+  const port = await freePort()
+  const base = `http://localhost:${port}`
+  const serverEnv = env({
+    TOKENLINE_DB: dbFile,
+    PORT: String(port),
+    HOST: '127.0.0.1',
+    TOKENLINE_ISSUER: base,
+    TOKENLINE_ACCESS_TTL: String(ACCESS_TTL),
+    TOKENLINE_REUSE_GRACE: '0',
+    TOKENLINE_LOG_LEVEL: 'warn'
+  })
+  if (!existsSync(MAIN)) throw new Error('dist/ is missing: run npm run build first (npm test does)')
+  await run(['user', 'add', 'alice'], serverEnv, `${PASSWORD}\n`)
+  const serverOutput = await startServer(t, serverEnv, base)
+
+  const browser: Browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS })
+  t.teardown(() => browser.close())
+  const context: BrowserContext = await browser.newContext()
+  // Fail fast: every wait here is for something that takes well under a second (expiry waits say so).
+  context.setDefaultTimeout(10_000)
+
+  // Every exchange with /token and /token/revoke, from every tab of the context, with its JSON body.
+  const calls: TokenCall[] = []
+  const pending: Array<Promise<void>> = []
+  context.on('response', (res: Response) => {
+    const req: Request = res.request()
+    const path = new URL(req.url()).pathname
+    if (req.method() !== 'POST' || (path !== '/token' && path !== '/token/revoke')) return
+    pending.push((async () => {
+      let body: Record<string, unknown> = {}
+      try { body = await res.json() } catch { /* revoke answers an empty body */ }
+      calls.push({ page: req.frame().page(), url: path, params: new URLSearchParams(req.postData() ?? ''), status: res.status(), body })
+    })())
+  })
+  const settled = async (): Promise<TokenCall[]> => { await Promise.all(pending); return calls }
+  const refreshes = (from = 0): TokenCall[] => calls.slice(from).filter((c) => c.params.get('grant_type') === 'refresh_token')
+
+  /** Security events straight from the server's database file (WAL allows a concurrent reader). */
+  const events = (types: string[]): Array<{ type: string, reason: string | null }> => {
+    const db = new Database(dbFile, { readonly: true, fileMustExist: true })
+    try {
+      return db.prepare(`SELECT type, reason FROM security_events WHERE type IN (${types.map(() => '?').join(',')})`).all(...types) as Array<{ type: string, reason: string | null }>
+    } finally {
+      db.close()
+    }
+  }
+  const races = (): unknown[] => events(['reuse_detected', 'refresh_replayed'])
+
+  // Uncaught exceptions in any tab of any context.
+  const pageErrors: string[] = []
+  const watchErrors = (c: BrowserContext): void => { c.on('weberror', (e) => { pageErrors.push(e.error().message) }) }
+  watchErrors(context)
+  const page = await context.newPage()
+  let sid = ''
+
+  await t.test('log in through the form', async (t) => {
+    await page.goto(`${base}/`)
+    await state(page, 'signed-out')
+    t.ok(await page.isVisible('#login-form'), 'the login form is shown when there is no session')
+    await page.fill('#username', 'alice')
+    await page.fill('#password', 'wrong password')
+    await page.click('#login-button')
+    await page.waitForFunction(() => (document.getElementById('status')?.textContent ?? '') !== '')
+    t.match(await page.textContent('#status'), /wrong username or password/i, 'a wrong password is reported')
+    t.equal(await page.evaluate(() => document.body.dataset.state), 'signed-out')
+
+    await page.fill('#password', PASSWORD)
+    await page.click('#login-button')
+    await state(page, 'signed-in')
+    await page.waitForSelector('#sessions-body tr[data-current="true"]')
+    t.equal(await page.textContent('#user'), 'alice', 'shows the user')
+    sid = (await page.textContent('#sid')) ?? ''
+    t.ok(sid.length > 0, 'shows the session id')
+    t.match(await page.textContent('#sub'), /^\S+$/, 'shows the sub claim')
+    t.same(await sessionRows(page), [{ id: sid, current: true }], 'GET /sessions lists this session as the current one')
+    t.match(await page.textContent('#expiry'), /^[1-3] s$/, 'the access token expiry counts down from 3 s')
+
+    const login = (await settled()).find((c) => c.params.get('grant_type') === 'password' && c.status === 200)
+    t.ok(login, 'logged in with the password grant')
+    t.equal(login?.params.get('client_id'), 'web')
+    t.notOk('refresh_token' in (login?.body ?? {}), 'no refresh token in the JSON body')
+  })
+
+  await t.test('the refresh token is never visible to JavaScript', async (t) => {
+    const jar = (await context.cookies(`${base}/token`)).filter((c) => c.name === COOKIE)
+    t.equal(jar.length, 1, 'the refresh cookie is in the browser\'s cookie jar')
+    t.match(jar[0], { httpOnly: true, secure: true, sameSite: 'Strict', path: '/token' })
+    t.match(jar[0]?.value, /^tlrt_/)
+    const visible = await page.evaluate(() => document.cookie)
+    t.notMatch(visible, /tokenline|tlrt_/, 'document.cookie does not show it')
+    // The access token lives in memory only.
+    const access = String(calls.find((c) => c.status === 200)?.body.access_token ?? '')
+    t.ok(access.length > 0)
+    const stored = await page.evaluate(() => JSON.stringify([{ ...localStorage }, { ...sessionStorage }, document.cookie]))
+    t.notOk(stored.includes(access.slice(-20)), 'no access token in localStorage, sessionStorage or cookies')
+    t.notOk(stored.includes('tlrt_'), 'no refresh token in web storage')
+  })
+
+  await t.test('a reload stays signed in through the cookie alone', async (t) => {
+    const from = calls.length
+    await page.reload()
+    await state(page, 'signed-in')
+    await page.waitForSelector('#sessions-body tr[data-current="true"]')
+    t.equal(await page.textContent('#sid'), sid, 'the same session')
+    const r = refreshes(from)
+    t.equal(r.length, 1, 'one refresh on page load')
+    t.equal(r[0]?.status, 200)
+    t.notOk(r[0]?.params.has('refresh_token'), 'the refresh request carried no refresh_token parameter: only the cookie')
+    t.equal(await page.evaluate(() => document.cookie), '', 'document.cookie is still empty')
+  })
+
+  await t.test('an expired access token is refreshed silently before the next API call', async (t) => {
+    const from = calls.length
+    const old = await page.evaluate(() => Number(document.getElementById('expiry')?.textContent?.split(' ')[0]))
+    t.ok(old > 0, 'a live token first')
+    // The browser's own clock: the countdown reaches zero after at most ACCESS_TTL seconds.
+    await page.waitForSelector('#expiry.expired', { timeout: (ACCESS_TTL + 5) * 1000 })
+    const res = await reloadSessions(page)
+    t.equal(res.status(), 200, 'GET /sessions succeeded')
+    await settled()
+    const r = refreshes(from)
+    t.equal(r.length, 1, 'exactly one refresh')
+    t.equal(r[0]?.status, 200)
+    const fresh = String(r[0]?.body.access_token ?? '')
+    t.equal(res.request().headers().authorization, `Bearer ${fresh}`, 'the API call used the new access token')
+    t.match(await page.textContent('#expiry'), /^[1-3] s$/, 'the countdown restarted')
+    t.same(races(), [], 'no reuse detected')
+  })
+
+  await t.test('three tabs refreshing at the same moment all stay signed in', async (t) => {
+    const tabs = [page, await context.newPage(), await context.newPage()]
+    for (const p of tabs.slice(1)) {
+      await p.goto(`${base}/`)
+      await state(p, 'signed-in')
+      await p.waitForSelector('#sessions-body tr')
+    }
+    // Wait until every tab's access token has expired, then press "Reload sessions" in all three at the
+    // same instant on the browser's clock: each tab needs a refresh, and they share one cookie.
+    for (const p of tabs) await p.waitForSelector('#expiry.expired', { timeout: (ACCESS_TTL + 5) * 1000 })
+    await settled()
+    const from = calls.length
+    const before = await Promise.all(tabs.map(async (p) => await p.evaluate(() => document.body.dataset.sessionsLoadedAt ?? '0')))
+    const apiCalls = tabs.map(async (p) => await p.waitForResponse((r) => new URL(r.url()).pathname === '/sessions'))
+    await Promise.all(tabs.map(async (p) => await p.evaluate((at) => {
+      setTimeout(() => document.getElementById('reload-sessions')?.click(), at - Date.now())
+    }, Date.now() + 300)))
+    const results = await Promise.all(apiCalls)
+    await Promise.all(tabs.map(async (p, i) => await p.waitForFunction((b) => (document.body.dataset.sessionsLoadedAt ?? '0') !== b, before[i])))
+
+    t.same(results.map((r) => r.status()), [200, 200, 200], 'every tab\'s API call succeeded')
+    for (const p of tabs) {
+      t.equal(await p.evaluate(() => document.body.dataset.state), 'signed-in', 'still signed in')
+      t.equal(await p.textContent('#sid'), sid, 'on the same session')
+      t.equal(await p.textContent('#status'), '', 'no error shown')
+    }
+    await settled()
+    const r = refreshes(from)
+    t.ok(r.length >= 1 && r.length <= 3, `between one and three refreshes (${r.length}: the tabs share fresh tokens)`)
+    t.ok(r.every((c) => c.status === 200), 'every refresh succeeded')
+    t.same(races(), [], 'the server never saw the same refresh token twice (no reuse, no replay)')
+    // And the session is healthy on the server: the protected API answers.
+    t.equal((await reloadSessions(tabs[2] as Page)).status(), 200)
+  })
+
+  await t.test('ending another session from the list', async (t) => {
+    // A second device: another browser context with its own cookie jar.
+    const other = await browser.newContext()
+    other.setDefaultTimeout(10_000)
+    watchErrors(other)
+    t.teardown(() => other.close())
+    const device = await other.newPage()
+    await device.goto(`${base}/`)
+    await state(device, 'signed-out')
+    await device.fill('#username', 'alice')
+    await device.fill('#password', PASSWORD)
+    await device.click('#login-button')
+    await state(device, 'signed-in')
+    const otherSid = (await device.textContent('#sid')) ?? ''
+
+    await reloadSessions(page)
+    t.same((await sessionRows(page)).map((r) => r.id).sort(), [sid, otherSid].sort(), 'both sessions are listed')
+    await Promise.all([
+      page.waitForResponse((r) => r.request().method() === 'DELETE'),
+      page.click(`#sessions-body tr[data-session-id="${otherSid}"] button.end-session`)
+    ])
+    await page.waitForFunction(() => document.querySelectorAll('#sessions-body tr').length === 1)
+    t.same(await sessionRows(page), [{ id: sid, current: true }], 'only this session is left')
+
+    // The other device finds out on its next API call: its token is refused, the refresh fails.
+    await device.click('#reload-sessions')
+    await state(device, 'signed-out')
+    t.match(await device.textContent('#status'), /session_revoked|invalid_token|signed out/i, 'the other device is told')
+  })
+
+  await t.test('log out ends the session in every tab', async (t) => {
+    const tabs = context.pages()
+    const last = [...(await settled())].reverse().find((c) => c.status === 200 && typeof c.body.access_token === 'string')
+    const access = String(last?.body.access_token)
+    const [revoke] = await Promise.all([
+      page.waitForResponse((r) => new URL(r.url()).pathname === '/token/revoke'),
+      page.click('#logout')
+    ])
+    t.equal(revoke.status(), 200, 'POST /token/revoke answered 200')
+    for (const p of tabs) await state(p, 'signed-out')
+    t.pass('every tab shows the login form')
+    t.same((await context.cookies(`${base}/token`)).filter((c) => c.name === COOKIE), [], 'the refresh cookie is cleared')
+
+    const api = await fetch(`http://127.0.0.1:${port}/sessions`, { headers: { authorization: `Bearer ${access}` } })
+    t.equal(api.status, 401, 'the last access token is refused by GET /sessions at once')
+    t.match(await api.json(), { error: 'invalid_token' })
+    t.match(api.headers.get('www-authenticate'), /^Bearer /)
+
+    await page.reload()
+    await state(page, 'signed-out')
+    t.ok(await page.isVisible('#login-form'), 'a reload shows the login form')
+    t.same(events(['session_revoked']).filter((e) => e.reason === 'logout').length, 1, 'the session was revoked as a logout')
+  })
+
+  await t.test('no script errors and no reuse anywhere', async (t) => {
+    t.same(pageErrors, [], 'no uncaught errors in the page')
+    t.same(races(), [])
+    t.notMatch(serverOutput(), /tlrt_/, 'the server log never shows a refresh token')
+  })
+}

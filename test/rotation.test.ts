@@ -203,3 +203,31 @@ t.test('unknown, malformed and forged tokens are invalid_grant without touching 
   t.equal((await refresh(h, real)).status, 200, 'the real token is unaffected')
   assertLineage(t, h.dbFile)
 })
+
+t.test('cookie delivery: the cookie rotates, and a replayed cookie ends the session and clears it', async (t) => {
+  const h = await build(t, { reuseGrace: GRACE })
+  const NAME = '__Secure-tokenline-rt'
+  const cookieOf = (res: { cookies: Array<{ name: string, value: string, maxAge?: number, path?: string }> }): { value: string, maxAge?: number, path?: string } | undefined =>
+    res.cookies.find((c) => c.name === NAME)
+  const login = await h.token({ grant_type: 'password', client_id: 'web', username: 'alice', password: 'correct horse battery staple' })
+  const rt0 = cookieOf(login)?.value as string
+  t.equal((login.json() as TokenBody).refresh_token, undefined, 'cookie clients never see the token in the body')
+
+  const viaCookie = async (value: string): Promise<Awaited<ReturnType<Harness['token']>>> =>
+    await h.token({ grant_type: 'refresh_token', client_id: 'web' }, { cookies: { [NAME]: value } })
+  const first = await viaCookie(rt0)
+  t.equal(first.statusCode, 200)
+  const rt1 = cookieOf(first)?.value as string
+  t.not(rt1, rt0, 'the cookie value changes on refresh')
+
+  h.clock.advance(GRACE + 1)
+  const replay = await viaCookie(rt0)
+  t.equal(replay.statusCode, 400)
+  t.equal((replay.json() as TokenBody).reason, 'reuse_detected')
+  const cleared = cookieOf(replay)
+  t.equal(cleared?.value, '', 'the failing response clears the cookie')
+  t.equal(cleared?.maxAge, 0, 'with Max-Age=0')
+  t.equal(cleared?.path, '/token', 'on the path it was set for')
+  t.equal((await viaCookie(rt1)).json().reason, 'reuse_detected', 'and the live cookie is dead too')
+  assertLineage(t, h.dbFile)
+})

@@ -4,8 +4,11 @@ import { ConfigError, fromEnv } from './options.js'
 /** `npm start` / `tokenline serve`: read the environment, listen, and close cleanly on SIGTERM/SIGINT. */
 export async function serve (env: NodeJS.ProcessEnv = process.env): Promise<number> {
   let config
+  let app
   try {
     config = fromEnv(env)
+    // The plugin validates again at register time (cross-field rules, the prefix): same exit status.
+    app = await buildServer(config.options, config.server)
   } catch (err) {
     if (err instanceof ConfigError) {
       process.stderr.write(`tokenline: ${err.message}\n`)
@@ -13,7 +16,6 @@ export async function serve (env: NodeJS.ProcessEnv = process.env): Promise<numb
     }
     throw err
   }
-  const app = await buildServer(config.options, config.server)
   let closing = false
   const shutdown = (signal: string): void => {
     if (closing) return

@@ -153,10 +153,13 @@ export const SETTINGS: readonly Setting[] = [
 ]
 
 /** What a setting accepts, in words: used in error messages and in the README's options table. */
-export function describe (kind: Kind): string {
+export function describe (s: Setting): string {
+  const kind = s.kind
   switch (kind.type) {
     case 'int': return `an integer from ${kind.min} to ${kind.max}${kind.unit !== undefined ? ` (${kind.unit})` : ''}`
-    case 'string': return kind.minLength !== undefined ? `empty, or a string of at least ${kind.minLength} characters` : 'a non-empty string'
+    case 'string':
+      if (kind.minLength !== undefined) return `empty, or a string of at least ${kind.minLength} characters`
+      return s.default === '' ? 'a string' : 'a non-empty string'
     case 'url': return 'an http(s) URL without credentials, query, fragment or trailing slash'
     case 'enum': return `one of ${kind.values.join(', ')}`
     case 'trustProxy': return 'off, on, a hop count, or comma-separated addresses/CIDRs'
@@ -166,7 +169,7 @@ export function describe (kind: Kind): string {
 function fail (s: Setting, from: 'env' | 'option', got: unknown): never {
   const name = from === 'env' ? `${s.env} (${s.key})` : `option ${s.key} (${s.env})`
   const shown = s.secret === true && typeof got === 'string' ? `${got.length} characters` : JSON.stringify(got)
-  throw new ConfigError(`${name} must be ${describe(s.kind)}, got ${shown}`)
+  throw new ConfigError(`${name} must be ${describe(s)}, got ${shown}`)
 }
 
 /** Checks and converts one value (a string from the environment, or a typed plugin option). */
@@ -174,7 +177,8 @@ export function coerce (s: Setting, value: unknown, from: 'env' | 'option'): str
   const k = s.kind
   switch (k.type) {
     case 'int': {
-      const n = typeof value === 'string' && /^\d+$/.test(value.trim()) ? Number(value.trim()) : value
+      // Only the environment is text; a plugin option must already be a number.
+      const n = from === 'env' && typeof value === 'string' && /^\d+$/.test(value.trim()) ? Number(value.trim()) : value
       if (typeof n !== 'number' || !Number.isInteger(n) || n < k.min || n > k.max) fail(s, from, value)
       return n
     }
@@ -290,3 +294,20 @@ export function fromEnv (env: NodeJS.ProcessEnv = process.env): { options: Token
 }
 
 export { setting as settingByKey }
+
+/**
+ * The README's options table, generated from SETTINGS (scripts/options-table.js writes it between the
+ * `<!-- options:start -->` and `<!-- options:end -->` markers; test/config.test.ts fails when it is stale).
+ */
+export function optionsTable (): string {
+  const cell = (text: string): string => text.replace(/\|/g, '\\|')
+  const rows = SETTINGS.map((s) => [
+    `\`${s.env}\``,
+    s.scope === 'plugin' ? `\`${s.key}\`` : '(server only)',
+    s.default === '' ? '(empty)' : `\`${s.default}\``,
+    describe(s),
+    s.doc
+  ].map(cell))
+  const header = ['environment variable', 'plugin option', 'default', 'accepts', 'meaning']
+  return [header, header.map(() => '---'), ...rows].map((r) => `| ${r.join(' | ')} |`).join('\n') + '\n'
+}

@@ -15,7 +15,7 @@
 // the Tokenline server during the refresh run; see bench/profile-summary.js).
 import autocannon from 'autocannon'
 import { spawn, spawnSync } from 'node:child_process'
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { createServer } from 'node:net'
 import { availableParallelism, cpus, loadavg, tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -167,14 +167,34 @@ async function cannon (opts) {
 }
 
 /** A warm-up run (discarded), then the measured run. */
-async function measure (label, makeOpts) {
+async function measure (label, server, makeOpts) {
   if (WARMUP > 0) {
     process.stdout.write(`  ${label}: warm-up ${WARMUP} s\n`)
     await cannon(makeOpts('warmup', WARMUP))
   }
   process.stdout.write(`  ${label}: measuring ${DURATION} s\n`)
-  return await cannon(makeOpts('measure', DURATION))
+  const before = cpuTicks(server.pid)
+  const r = await cannon(makeOpts('measure', DURATION))
+  const after = cpuTicks(server.pid)
+  // The server's own CPU time per completed request (main thread and libuv pool together): less
+  // sensitive to other load on the box than requests/s.
+  r.server_cpu_us_per_request = before === undefined || after === undefined || r.total === 0
+    ? undefined
+    : ((after - before) * 1e6) / CLK_TCK / r.total
+  return r
 }
+
+/** utime + stime of a process in clock ticks, from /proc (Linux); undefined elsewhere. */
+function cpuTicks (pid) {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+    return Number(fields[11]) + Number(fields[12])
+  } catch {
+    return undefined
+  }
+}
+const CLK_TCK = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout?.trim()) || 100
 
 const form = (o) => new URLSearchParams(o).toString()
 const FORM_HEADERS = { 'content-type': 'application/x-www-form-urlencoded', 'user-agent': USER_AGENT }
@@ -247,7 +267,7 @@ async function benchHello () {
   try {
     const { port } = JSON.parse(await firstLine(child))
     const url = `http://127.0.0.1:${port}/`
-    return await measure('H (hello world)', (_phase, duration) => ({ url, connections: CONNECTIONS, duration }))
+    return await measure('H (hello world)', child, (_phase, duration) => ({ url, connections: CONNECTIONS, duration }))
   } finally {
     await stop(child)
   }
@@ -291,13 +311,13 @@ async function benchTokenline (dir) {
       process.stdout.write(`  refresh: logging in ${CONNECTIONS * (WARMUP > 0 ? 2 : 1)} sessions\n`)
       const pools = { warmup: WARMUP > 0 ? await provisionSessions(base, CONNECTIONS) : [], measure: await provisionSessions(base, CONNECTIONS) }
       const stats = { warmup: { chained: 0, repeated: 0 }, measure: { chained: 0, repeated: 0 } }
-      const r = await measure('refresh grant', (phase, duration) => chainedRefresh(`${base}/token`, pools[phase], CONNECTIONS, duration, stats[phase]))
+      const r = await measure('refresh grant', child, (phase, duration) => chainedRefresh(`${base}/token`, pools[phase], CONNECTIONS, duration, stats[phase]))
       r.chained_responses = stats.measure.chained
       r.repeated_tokens = stats.warmup.repeated + stats.measure.repeated
       out.refresh = r
     }
     if (ONLY.has('password') && PROFILE_DIR === undefined) {
-      out.password = await measure('password grant', (_phase, duration) => ({
+      out.password = await measure('password grant', child, (_phase, duration) => ({
         url: `${base}/token`,
         method: 'POST',
         headers: FORM_HEADERS,
@@ -342,10 +362,10 @@ const ratio = (a, b) => (a === undefined || b === undefined || b === 0 ? undefin
 
 function report (r) {
   // autocannon records latency in whole milliseconds; the mean keeps the fraction.
-  const rows = [['run', 'conns', 'req/s', 'mean ms', 'p50 ms', 'p99 ms', 'non-2xx', 'errors']]
+  const rows = [['run', 'conns', 'req/s', 'mean ms', 'p50 ms', 'p99 ms', 'non-2xx', 'errors', 'server cpu µs/req']]
   for (const [name, x] of [['H hello world', r.hello], ['refresh grant', r.refresh], ['password grant', r.password]]) {
     if (x === undefined) continue
-    rows.push([name, String(x.connections), f0(x.requests_per_s), f2(x.latency_ms.mean), f2(x.latency_ms.p50), f2(x.latency_ms.p99), String(x.non_2xx), String(x.errors + x.timeouts)])
+    rows.push([name, String(x.connections), f0(x.requests_per_s), f2(x.latency_ms.mean), f2(x.latency_ms.p50), f2(x.latency_ms.p99), String(x.non_2xx), String(x.errors + x.timeouts), f0(x.server_cpu_us_per_request)])
   }
   const widths = rows[0].map((_, i) => Math.max(...rows.map((row) => row[i].length)))
   const lines = rows.map((row) => row.map((c, i) => (i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join('  '))
@@ -356,11 +376,12 @@ function report (r) {
   }
   if (r.ratios.refresh_over_h !== undefined) console.log(`\nrefresh / H  = ${r.ratios.refresh_over_h.toFixed(3)}   (goal G1, ES256: >= 0.22)`)
   if (r.ratios.password_over_h !== undefined) console.log(`password / H = ${r.ratios.password_over_h.toFixed(4)}`)
+  if (r.ratios.cpu_h_over_refresh !== undefined) console.log(`server CPU per request, H / refresh = ${r.ratios.cpu_h_over_refresh.toFixed(3)}   (the same ratio by CPU cost; steadier on a busy box)`)
   const p = r.primitives
   if (p !== undefined) {
     console.log('\nprimitives (no HTTP, on the server core):')
-    console.log(`  S  sign ES256 (fast-jwt sync)      ${f0(p.sign_es256_ops_per_s)} ops/s  (${f2(1e6 / p.sign_es256_ops_per_s)} µs)`)
-    console.log(`  T  rotation (store.refresh)        ${f0(p.rotation.ops_per_s)} ops/s  (transaction ${f2(p.rotation.store_txn_us)} µs + token crypto ${f2(p.rotation.token_crypto_us)} µs)`)
+    console.log(`  S  sign ES256 (fast-jwt sync)      ${f0(p.sign_es256.ops_per_s)} ops/s  (cpu ${f0(p.sign_es256.cpu_us_per_op)} µs/op)`)
+    console.log(`  T  rotation (store.refresh)        ${f0(p.rotation.ops_per_s)} ops/s  (cpu ${f0(p.rotation.cpu_us_per_op)} µs/op; wall: transaction ${f0(p.rotation.store_txn_us)} µs + token crypto ${f0(p.rotation.token_crypto_us)} µs)`)
     console.log(`  A  argon2id verify ${p.argon2.params}  mean ${f2(p.argon2.verify_ms_mean)} ms, p50 ${f2(p.argon2.verify_ms_p50)} ms  (${f2(p.argon2.ops_per_s_k1)}/s at k=1, ${f2(p.argon2.ops_per_s_k2)}/s at k=2)`)
     if (r.ratios.refresh_composition !== undefined) {
       console.log(`  refresh ceiling from parts 1/(1/H + 1/S + 1/T) = ${f0(r.ratios.refresh_ceiling)} req/s; measured is ${r.ratios.refresh_composition.toFixed(2)} of it`)
@@ -402,13 +423,14 @@ async function main () {
 
   const h = results.hello?.requests_per_s
   const p = results.primitives
-  const ceiling = h !== undefined && p !== undefined ? 1 / (1 / h + 1 / p.sign_es256_ops_per_s + 1 / p.rotation.ops_per_s) : undefined
+  const ceiling = h !== undefined && p !== undefined ? 1 / (1 / h + 1 / p.sign_es256.ops_per_s + 1 / p.rotation.ops_per_s) : undefined
   results.ratios = {
     refresh_over_h: ratio(results.refresh?.requests_per_s, h),
     password_over_h: ratio(results.password?.requests_per_s, h),
     refresh_ceiling: ceiling,
     refresh_composition: ratio(results.refresh?.requests_per_s, ceiling),
-    password_over_a1: ratio(results.password?.requests_per_s, p?.argon2.ops_per_s_k1)
+    password_over_a1: ratio(results.password?.requests_per_s, p?.argon2.ops_per_s_k1),
+    cpu_h_over_refresh: ratio(results.hello?.server_cpu_us_per_request, results.refresh?.server_cpu_us_per_request)
   }
   report(results)
 

@@ -12,6 +12,8 @@ let wasSignedIn = false
 
 function render (state) {
   document.body.dataset.state = state.signedIn ? 'signed-in' : 'signed-out'
+  // When the access token expires (ms since the epoch): not a secret, and what the tests check.
+  document.body.dataset.expiresAt = String(state.expiresAt)
   $('loading').hidden = true
   $('login-view').hidden = state.signedIn
   $('app-view').hidden = !state.signedIn

@@ -60,7 +60,12 @@ const DEFAULTS = {
    * Credentials mode of the requests to /token. 'same-origin' suits a page served by the Tokenline
    * origin (the demo); a page on another origin listed in the client's origins needs 'include'.
    */
-  credentials: 'same-origin'
+  credentials: 'same-origin',
+  /**
+   * Seconds before a request to /token or /token/revoke is abandoned. It runs while holding the lock
+   * that every tab waits for, so a hung connection must not stall them all.
+   */
+  timeout: 15
 }
 
 /** An RFC 6749 §5.2 error from Tokenline, or a network failure. */
@@ -239,7 +244,8 @@ export function createTokenlineClient (options = {}) {
         // Sends the HttpOnly refresh cookie and accepts the rotated one. The browser adds
         // `Sec-Fetch-Site: same-origin` and `Origin`, which is what the server's CSRF check wants.
         credentials: o.credentials,
-        cache: 'no-store'
+        cache: 'no-store',
+        signal: typeof AbortSignal.timeout === 'function' ? AbortSignal.timeout(o.timeout * 1000) : undefined
       })
     } catch (cause) {
       throw new TokenlineError('network_error', { description: 'could not reach the token endpoint', cause })

@@ -159,7 +159,11 @@ if (!existsSync(CHROMIUM)) {
 
   // Uncaught exceptions in any tab of any context.
   const pageErrors: string[] = []
-  const watchErrors = (c: BrowserContext): void => { c.on('weberror', (e) => { pageErrors.push(e.error().message) }) }
+  const watchErrors = (c: BrowserContext): void => {
+    c.on('weberror', (e) => { pageErrors.push(e.error().message) })
+    // A CSP violation is only a console message; the page must need nothing its CSP forbids.
+    c.on('console', (m) => { if (/Content Security Policy/i.test(m.text())) pageErrors.push(m.text()) })
+  }
   watchErrors(context)
   const page = await context.newPage()
   let sid = ''
@@ -331,7 +335,7 @@ if (!existsSync(CHROMIUM)) {
   })
 
   await t.test('no script errors and no reuse anywhere', async (t) => {
-    t.same(pageErrors, [], 'no uncaught errors in the page')
+    t.same(pageErrors, [], 'no uncaught errors and no CSP violations in any tab')
     t.same(races(), [])
     t.notMatch(serverOutput(), /tlrt_/, 'the server log never shows a refresh token')
   })

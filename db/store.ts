@@ -168,6 +168,22 @@ export interface Store {
   ensureSigningKey: (alg: string, make: () => Omit<KeyRow, 'created_at' | 'retired_at' | 'expires_at'>, now: number) => Promise<KeyRow>
   /** Keys still published in the JWKS at `now` (not past their expiry). */
   publishedKeys: (now: number) => Promise<KeyRow[]>
+  /** Every stored key, newest first, without its private part (`tokenline keys list`). */
+  listKeys: () => Promise<Array<Omit<KeyRow, 'private_pem'>>>
+  /**
+   * `tokenline keys rotate`, in one transaction: deletes keys already past their expiry, retires every
+   * signing key (published until `retiredExpiresAt`) and inserts `key` as the signing key.
+   * Returns the keys it retired.
+   */
+  rotateSigningKey: (key: Omit<KeyRow, 'created_at' | 'retired_at' | 'expires_at'>, now: number, retiredExpiresAt: number) => Promise<Array<Omit<KeyRow, 'private_pem'>>>
+  /** The longest per-client access-token lifetime override, s; null when no client overrides it. */
+  longestClientAccessTtl: () => Promise<number | null>
+  /** A short fingerprint of the key table; it changes whenever a key is added, retired or deleted. */
+  keysVersion: () => Promise<string>
+  /** Proves the database answers a query; returns its schema version (`PRAGMA user_version`). */
+  health: () => Promise<{ schemaVersion: number }>
+  /** Number of sessions usable at `now`: not revoked, not past their idle or absolute expiry. */
+  countLiveSessions: (now: number) => Promise<number>
 
   startSession: (s: NewSession) => Promise<void>
   refresh: (input: RefreshInput) => Promise<RefreshResult>
@@ -217,6 +233,14 @@ export function createStore (db: DB): Store {
     insertKey: db.prepare('INSERT INTO signing_keys (kid, alg, private_pem, public_jwk, created_at) VALUES (@kid, @alg, @private_pem, @public_jwk, @now)'),
     keyByKid: db.prepare<[string], KeyRow>('SELECT * FROM signing_keys WHERE kid = ?'),
     publishedKeys: db.prepare<[number], KeyRow>('SELECT * FROM signing_keys WHERE expires_at IS NULL OR expires_at > ? ORDER BY created_at DESC'),
+    listKeys: db.prepare<[], Omit<KeyRow, 'private_pem'>>('SELECT kid, alg, public_jwk, created_at, retired_at, expires_at FROM signing_keys ORDER BY created_at DESC, kid'),
+    signingKeys: db.prepare<[], Omit<KeyRow, 'private_pem'>>('SELECT kid, alg, public_jwk, created_at, retired_at, expires_at FROM signing_keys WHERE retired_at IS NULL'),
+    retireKeys: db.prepare('UPDATE signing_keys SET retired_at = ?, expires_at = ? WHERE retired_at IS NULL'),
+    deleteExpiredKeys: db.prepare('DELETE FROM signing_keys WHERE expires_at IS NOT NULL AND expires_at <= ?'),
+    longestClientAccessTtl: db.prepare<[], { ttl: number | null }>('SELECT max(access_ttl) AS ttl FROM clients'),
+    keysVersion: db.prepare<[], { v: string | null }>("SELECT group_concat(kid || ':' || coalesce(retired_at, '') || ':' || coalesce(expires_at, ''), ',') AS v FROM signing_keys"),
+    ping: db.prepare<[], { one: number }>('SELECT 1 AS one'),
+    countLiveSessions: db.prepare<{ now: number }, { n: number }>('SELECT count(*) AS n FROM sessions WHERE revoked_at IS NULL AND expires_at > @now AND idle_expires_at > @now'),
 
     insertSession: db.prepare(`INSERT INTO sessions (id, user_id, client_id, scope, generation, user_agent, ip, device_id, created_at, last_used_at, idle_expires_at, expires_at)
       VALUES (@id, @user_id, @client_id, @scope, 0, @user_agent, @ip, @device_id, @now, @now, @idle_expires_at, @expires_at)`),
@@ -299,6 +323,15 @@ export function createStore (db: DB): Store {
     const k = make()
     q.insertKey.run({ ...k, now })
     return q.keyByKid.get(k.kid) as KeyRow
+  })
+
+  const rotateSigningKey = db.transaction((key: Omit<KeyRow, 'created_at' | 'retired_at' | 'expires_at'>, now: number, retiredExpiresAt: number) => {
+    // A key past its expiry signs nothing and verifies nothing any more: its private part goes.
+    q.deleteExpiredKeys.run(now)
+    const retired = q.signingKeys.all()
+    q.retireKeys.run(now, retiredExpiresAt)
+    q.insertKey.run({ ...key, now })
+    return retired.map((k) => ({ ...k, retired_at: now, expires_at: retiredExpiresAt }))
   })
 
   const startSession = db.transaction((s: NewSession) => {
@@ -405,6 +438,15 @@ export function createStore (db: DB): Store {
 
     async ensureSigningKey (alg, make, now) { return ensureSigningKey.immediate(alg, make, now) },
     async publishedKeys (now) { return q.publishedKeys.all(now) },
+    async listKeys () { return q.listKeys.all() },
+    async rotateSigningKey (key, now, retiredExpiresAt) { return rotateSigningKey.immediate(key, now, retiredExpiresAt) },
+    async longestClientAccessTtl () { return q.longestClientAccessTtl.get()?.ttl ?? null },
+    async keysVersion () { return q.keysVersion.get()?.v ?? '' },
+    async health () {
+      q.ping.get()
+      return { schemaVersion: db.pragma('user_version', { simple: true }) as number }
+    },
+    async countLiveSessions (now) { return q.countLiveSessions.get({ now })?.n ?? 0 },
 
     async startSession (s) { startSession.immediate(s) },
     async refresh (input) { return refresh.immediate(input) },

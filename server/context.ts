@@ -22,6 +22,8 @@ export interface Tokenline {
   /** Reloads signing keys from the database (after `tokenline keys rotate` in another process). */
   reloadKeys: () => Promise<void>
   log: FastifyBaseLogger
+  /** Sees every security event that is logged (the metrics count them); set by server/ops-routes.ts. */
+  onEvents?: (events: EventInput[]) => void
 }
 
 /** The request's binding-relevant facts. The IP is the socket's unless the host trusts a proxy. */
@@ -36,6 +38,7 @@ export function requestMeta (request: FastifyRequest, deviceId: string | null): 
 
 /** Logs security events as structured lines. Events never carry a token, password, secret or cookie. */
 export function logEvents (tl: Tokenline, log: FastifyBaseLogger, events: EventInput[]): void {
+  tl.onEvents?.(events)
   if (!tl.opts.logEvents) return
   for (const e of events) {
     log.info({ event: e.type, user: e.user_id, session: e.session_id, client: e.client_id, ip: e.ip, ua: e.user_agent, reason: e.reason, detail: e.detail }, `security event ${e.type}`)

@@ -10,7 +10,9 @@ import { OAuthError, toOAuthError } from './errors.js'
 import { clearRefreshCookie } from './issue.js'
 import { generateKey, makeSigner, makeVerifier, type KeyMaterial } from './keys.js'
 import { metadataRoutes } from './metadata-route.js'
-import { resolveOptions, type Algorithm, type TokenlineOptions } from './options.js'
+import { ConfigError, resolveOptions, type Algorithm, type TokenlineOptions } from './options.js'
+import { watchKeys } from './key-rotation.js'
+import { opsRoutes } from './ops-routes.js'
 import { createPasswords } from './passwords.js'
 import { tokenRoute } from './token-route.js'
 import { introspectRoute } from './introspect-route.js'
@@ -61,7 +63,7 @@ export function errorHandler (tl: Tokenline) {
 const tokenline: FastifyPluginAsync<TokenlinePluginOptions> = async (fastify, raw) => {
   const { prefix = '', ...rest } = raw ?? {}
   if (typeof prefix !== 'string' || (prefix !== '' && !/^\/[\w\-/]*[^/]$/.test(prefix))) {
-    throw new Error(`tokenline: option prefix must be '' or a path like '/auth', got ${JSON.stringify(prefix)}`)
+    throw new ConfigError(`option prefix must be '' or a path like '/auth', got ${JSON.stringify(prefix)}`)
   }
   const opts = resolveOptions(rest)
   const db = openDatabase(opts.database)
@@ -98,6 +100,10 @@ const tokenline: FastifyPluginAsync<TokenlinePluginOptions> = async (fastify, ra
     await registerCors(child, tl)
     registerParsers(child, opts.bodyLimit)
     child.setErrorHandler(errorHandler(tl))
+    // Before any route, so that they reach every Tokenline route: the check for keys rotated by
+    // another process, and the metrics hooks (with /healthz and /metrics).
+    child.addHook('onRequest', await watchKeys(tl))
+    await opsRoutes(child, tl)
 
     await child.register(async (tokenScope: FastifyInstance) => {
       tokenScope.addHook('onSend', noStore)

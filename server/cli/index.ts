@@ -1,7 +1,9 @@
 import { ConfigError } from '../options.js'
 import { serve } from '../main.js'
+import { backupCommand } from './backup.js'
 import { clientCommand } from './clients.js'
 import { CliError, defaultIo, type Io } from './io.js'
+import { keysCommand } from './keys.js'
 import { userCommand } from './users.js'
 
 const USAGE = `usage: tokenline <command>
@@ -14,6 +16,9 @@ const USAGE = `usage: tokenline <command>
   client add <client_id> [--confidential] [--delivery cookie|body|both]
              [--origin <url>]... [--grants password,refresh_token] [--scopes "a b"]
   client list
+  keys rotate                            new signing key; the old one stays in the JWKS until its tokens expire
+  keys list
+  backup <file> [--force]                online backup of the live database (safe while servers run)
 
 The database is TOKENLINE_DB (default ./data/tokenline.db).
 `
@@ -22,7 +27,9 @@ type Command = (args: string[], io: Io) => Promise<void>
 
 export const COMMANDS: Record<string, Command> = {
   user: userCommand,
-  client: clientCommand
+  client: clientCommand,
+  keys: keysCommand,
+  backup: backupCommand
 }
 
 /** Runs one CLI command; returns the exit status. Every failure is one line on stderr. */

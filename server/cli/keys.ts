@@ -1,0 +1,36 @@
+import { rotateKeys } from '../key-rotation.js'
+import { CliError, iso, openStore, table, type Io } from './io.js'
+
+const USAGE = 'usage: tokenline keys rotate | keys list'
+
+/**
+ * `tokenline keys rotate`: a new signing key of the configured algorithm (TOKENLINE_ALG) signs from now
+ * on; running servers pick it up within seconds, without a restart. The retired key stays in the JWKS
+ * until every token it signed has expired. Private keys never leave the database: nothing here prints one.
+ *
+ * `tokenline keys list`: every stored key and its state.
+ */
+export async function keysCommand (args: string[], io: Io): Promise<void> {
+  const [sub, ...rest] = args
+  if (sub !== 'rotate' && sub !== 'list') throw new CliError(USAGE, 2)
+  if (rest.length > 0) throw new CliError(`unexpected argument ${JSON.stringify(rest[0])} (${USAGE})`, 2)
+  const { store, opts } = openStore(io)
+  try {
+    const now = opts.now()
+    if (sub === 'rotate') {
+      const r = await rotateKeys(store, opts, now)
+      io.stdout.write(`new signing key ${r.key.kid} (${r.key.alg})\n`)
+      for (const k of r.retired) io.stdout.write(`retired ${k.kid} (${k.alg}): stays in the JWKS until ${iso(r.retiredUntil)}\n`)
+      return
+    }
+    const keys = await store.listKeys()
+    const state = (k: { retired_at: number | null, expires_at: number | null }): string =>
+      k.retired_at === null ? 'signing' : k.expires_at !== null && k.expires_at <= now ? 'expired' : 'retired'
+    io.stdout.write(table([
+      ['KID', 'ALG', 'STATE', 'CREATED', 'RETIRED', 'PUBLISHED UNTIL'],
+      ...keys.map((k) => [k.kid, k.alg, state(k), iso(k.created_at), iso(k.retired_at), k.retired_at === null ? '-' : iso(k.expires_at)])
+    ]))
+  } finally {
+    store.close()
+  }
+}

@@ -1,0 +1,69 @@
+import type { onRequestHookHandler } from 'fastify'
+import type { KeyRow, Store } from '../db/store.js'
+import type { Tokenline } from './context.js'
+import { generateKey } from './keys.js'
+import type { ResolvedOptions } from './options.js'
+
+/**
+ * How often a running server asks the database whether its keys changed (a rotation by
+ * `tokenline keys rotate` in another process). The question is one query over the tiny key table
+ * (about 10 µs measured with better-sqlite3; `PRAGMA data_version` costs about the same), so asking at
+ * most every 2 s costs nothing a refresh would notice, and a new key signs within 2 s of its rotation.
+ */
+export const KEY_CHECK_INTERVAL_MS = 2000
+
+/** Extra time a retired key stays published, for clock differences between processes, s. */
+export const RETIRE_MARGIN_S = 60
+
+export interface Rotation {
+  key: Pick<KeyRow, 'kid' | 'alg'>
+  retired: Array<Pick<KeyRow, 'kid' | 'alg' | 'expires_at'>>
+  /** When the retired keys leave the JWKS, ms since the epoch. */
+  retiredUntil: number
+}
+
+/**
+ * Generates a new signing key (algorithm: the configured one) and retires the current ones. A retired
+ * key stays in the JWKS until every access token it may have signed has expired (RFC 7517 key
+ * rollover; security.md I4): the longest access-token lifetime in force (the server's setting or any
+ * client's override), plus the interval in which a running server may still sign with it before it
+ * notices the rotation, plus a margin.
+ */
+export async function rotateKeys (store: Store, opts: Pick<ResolvedOptions, 'algorithm' | 'accessTokenTtl'>, now: number): Promise<Rotation> {
+  const longest = Math.max(opts.accessTokenTtl, (await store.longestClientAccessTtl()) ?? 0)
+  const retiredUntil = now + (longest + RETIRE_MARGIN_S) * 1000 + KEY_CHECK_INTERVAL_MS
+  const k = generateKey(opts.algorithm)
+  const retired = await store.rotateSigningKey({ kid: k.kid, alg: k.alg, private_pem: k.privatePem, public_jwk: JSON.stringify(k.publicJwk) }, now, retiredUntil)
+  return { key: { kid: k.kid, alg: k.alg }, retired, retiredUntil }
+}
+
+/**
+ * An onRequest hook for Tokenline's routes: at most every KEY_CHECK_INTERVAL_MS (by the injected
+ * clock), compares the key table's fingerprint with the one the signer was built from, and reloads the
+ * keys when it changed. A failed check is logged and the request goes on with the keys it has.
+ */
+export async function watchKeys (tl: Tokenline): Promise<onRequestHookHandler> {
+  let version = await tl.store.keysVersion()
+  let checkedAt = tl.opts.now()
+  let pending: Promise<void> | undefined
+
+  const check = async (): Promise<void> => {
+    const v = await tl.store.keysVersion()
+    if (v === version) return
+    await tl.reloadKeys()
+    version = await tl.store.keysVersion()
+  }
+
+  return function keysFresh (request, _reply, done) {
+    const now = tl.opts.now()
+    // A clock that went backwards also triggers a check rather than postponing it indefinitely.
+    if (pending === undefined && now - checkedAt < KEY_CHECK_INTERVAL_MS && now >= checkedAt) { done(); return }
+    checkedAt = now
+    // Concurrent requests share one check.
+    pending ??= check().finally(() => { pending = undefined })
+    pending.then(() => done(), (err: unknown) => {
+      request.log.warn({ err }, 'tokenline: could not check for rotated signing keys')
+      done()
+    })
+  }
+}

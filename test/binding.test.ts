@@ -5,6 +5,7 @@ import { buildServer } from '../server/app.js'
 import { fromEnv, resolveOptions, type Policy } from '../server/options.js'
 import { createPasswords } from '../server/passwords.js'
 import tokenline from '../server/plugin.js'
+import { trustProxyFor } from '../server/proxy.js'
 import { CHEAP_ARGON2, build, form, PASSWORD, TestClock } from './helpers.js'
 
 /*
@@ -245,6 +246,8 @@ t.test('X-Forwarded-For', async (t) => {
 
   await t.test('standalone server: TOKENLINE_TRUST_PROXY believes only the hop the proxy appended', async (t) => {
     t.equal(fromEnv({}).server.trustProxy, false, 'off by default')
+    t.equal(trustProxyFor(true), 'loopback', 'true never means Fastify\'s trust-every-hop')
+    t.equal(trustProxyFor(0), false, 'zero hops: nobody')
     t.equal(fromEnv({ TOKENLINE_TRUST_PROXY: 'on' }).server.trustProxy, 'loopback', 'on: a proxy on this host')
     const cases: Array<[string, string, string]> = [
       // [setting, proxy address, where the bound IP must come from]

@@ -1,5 +1,8 @@
 import t, { type Test } from 'tap'
-import type { LightMyRequestResponse } from 'fastify'
+import cors from '@fastify/cors'
+import Fastify, { type LightMyRequestResponse } from 'fastify'
+import { join } from 'node:path'
+import tokenline from '../server/plugin.js'
 import { build, BROWSER_UA, ORIGIN, PASSWORD, type Harness } from './helpers.js'
 import { COOKIE_NAME, refreshCookie, SAME_ORIGIN, setCookies } from './set-cookie.js'
 
@@ -226,4 +229,19 @@ t.test('CORS', async (t) => {
     t.not((await preflight(`https://other.example.com ${origin}`)).statusCode, 204)
     t.not((await preflight('https://app.example')).statusCode, 204)
   })
+})
+
+t.test('a host that registered @fastify/cors first keeps its own policy', async (t) => {
+  const app = Fastify()
+  await app.register(cors, { origin: ['https://host.example'], credentials: true })
+  await app.register(tokenline, { database: join(t.testdir({}), 'tl.db'), logEvents: false })
+  t.teardown(() => app.close())
+  await app.ready()
+  const preflight = async (origin: string): Promise<LightMyRequestResponse> =>
+    await app.inject({ method: 'OPTIONS', url: '/token', headers: { origin, 'access-control-request-method': 'POST' } })
+  const host = await preflight('https://host.example')
+  t.equal(host.statusCode, 204)
+  t.equal(host.headers['access-control-allow-origin'], 'https://host.example', 'the host\'s list governs Tokenline\'s routes')
+  const foreign = await preflight('https://evil.example')
+  t.notOk(foreign.headers['access-control-allow-origin'])
 })

@@ -142,6 +142,25 @@ export interface SessionView extends SessionRow {
   last_user_agent: string | null
 }
 
+/** Password failures of one account name from one source (see db/migrations/003-login-failures.sql). */
+export interface LoginFailureRow {
+  username: string
+  source: string
+  failures: number
+  locked_until: number
+  updated_at: number
+}
+
+export interface LoginFailureInput {
+  username: string
+  source: string
+  now: number
+  /** Rows whose last failure is older than this are forgotten (deleted) along the way. */
+  forgetBefore: number
+  /** Runs inside the transaction: the row's next state (from the stored one) and the events to record. */
+  decide: (prev: LoginFailureRow | undefined) => { failures: number, locked_until: number, events: EventInput[] }
+}
+
 /** What one janitor batch deleted. */
 export interface PruneResult {
   sessions: number
@@ -205,6 +224,15 @@ export interface Store {
   pruneSessions: (before: number, limit: number) => Promise<PruneResult>
   /** Deletes up to `limit` of the oldest security events recorded before `before`. */
   pruneEvents: (before: number, limit: number) => Promise<number>
+
+  /** The failure counter of a normalised username from one source; undefined if it has none. */
+  loginFailures: (username: string, source: string) => Promise<LoginFailureRow | undefined>
+  /** Counts one failed password attempt, in one immediate transaction with its events. */
+  recordLoginFailure: (input: LoginFailureInput) => Promise<LoginFailureRow>
+  /** Clears the counter of one source, or every source with `null` (an operator's unlock). Returns rows deleted. */
+  clearLoginFailures: (username: string, source: string | null, now: number, events: EventInput[]) => Promise<number>
+  /** Whether any session of the user (whatever its state now) was started with this device id. */
+  deviceKnown: (userId: string, deviceId: string) => Promise<boolean>
 
   recordEvents: (events: EventInput[], now: number) => Promise<void>
   listEvents: (filter: { user_id?: string, session_id?: string, limit?: number }) => Promise<EventRow[]>
@@ -275,7 +303,17 @@ export function createStore (db: DB): Store {
     tokenCount: db.prepare<[string], { n: number }>('SELECT count(*) AS n FROM refresh_tokens WHERE session_id = ?'),
     // ON DELETE CASCADE removes the session's lineage with it.
     deleteSession: db.prepare('DELETE FROM sessions WHERE id = ?'),
-    pruneEvents: db.prepare('DELETE FROM security_events WHERE id IN (SELECT id FROM security_events WHERE at < ? ORDER BY at LIMIT ?)')
+    pruneEvents: db.prepare('DELETE FROM security_events WHERE id IN (SELECT id FROM security_events WHERE at < ? ORDER BY at LIMIT ?)'),
+
+    loginFailure: db.prepare<[string, string], LoginFailureRow>('SELECT * FROM login_failures WHERE username = ? AND source = ?'),
+    upsertLoginFailure: db.prepare(`INSERT INTO login_failures (username, source, failures, locked_until, updated_at) VALUES (@username, @source, @failures, @locked_until, @now)
+      ON CONFLICT (username, source) DO UPDATE SET failures = excluded.failures, locked_until = excluded.locked_until, updated_at = excluded.updated_at`),
+    clearLoginFailure: db.prepare('DELETE FROM login_failures WHERE username = ? AND source = ?'),
+    clearLoginFailuresAll: db.prepare('DELETE FROM login_failures WHERE username = ?'),
+    // A few stale rows per failure keep the table bounded without a janitor of its own.
+    forgetLoginFailures: db.prepare(`DELETE FROM login_failures WHERE (username, source) IN
+      (SELECT username, source FROM login_failures WHERE updated_at < ? AND locked_until < ? ORDER BY updated_at LIMIT 16)`),
+    deviceKnown: db.prepare<[string, string], { ok: number }>('SELECT 1 AS ok FROM sessions WHERE user_id = ? AND device_id = ? LIMIT 1')
   }
 
   const record = (events: EventInput[], now: number): void => {
@@ -411,6 +449,21 @@ export function createStore (db: DB): Store {
     return { sessions: ids.length, tokens }
   })
 
+  const recordLoginFailure = db.transaction((input: LoginFailureInput): LoginFailureRow => {
+    q.forgetLoginFailures.run(input.forgetBefore, input.now)
+    const prev = q.loginFailure.get(input.username, input.source)
+    const next = input.decide(prev)
+    q.upsertLoginFailure.run({ username: input.username, source: input.source, failures: next.failures, locked_until: next.locked_until, now: input.now })
+    record(next.events, input.now)
+    return { username: input.username, source: input.source, failures: next.failures, locked_until: next.locked_until, updated_at: input.now }
+  })
+
+  const clearLoginFailures = db.transaction((username: string, source: string | null, now: number, events: EventInput[]): number => {
+    const n = source === null ? q.clearLoginFailuresAll.run(username).changes : q.clearLoginFailure.run(username, source).changes
+    if (n > 0) record(events, now)
+    return n
+  })
+
   // A deferred transaction: one snapshot for the three reads, so the token, its session and its user agree.
   const findRefreshToken = db.transaction((digest: Buffer): RefreshState | undefined => {
     const token = q.token.get(digest)
@@ -459,6 +512,11 @@ export function createStore (db: DB): Store {
     async revokeUserSessions (userId, reason, now, except, events, who = {}) { return revokeAllOf.immediate(userId, reason, now, except, events, who) },
     async pruneSessions (before, limit) { return pruneSessions.immediate(before, limit) },
     async pruneEvents (before, limit) { return q.pruneEvents.run(before, limit).changes },
+
+    async loginFailures (username, source) { return q.loginFailure.get(username, source) },
+    async recordLoginFailure (input) { return recordLoginFailure.immediate(input) },
+    async clearLoginFailures (username, source, now, events) { return clearLoginFailures.immediate(username, source, now, events) },
+    async deviceKnown (userId, deviceId) { return q.deviceKnown.get(userId, deviceId) !== undefined },
 
     async recordEvents (events, now) { recordEvents.immediate(events, now) },
     async listEvents ({ user_id: userId, session_id: sessionId, limit = 1000 }) {

@@ -62,6 +62,22 @@ export interface TokenlineOptions {
   eventRetention?: number
   /** Bearer token `GET /metrics` requires; empty leaves it open (bind it to a private address). @default '' */
   metricsToken?: string
+  /** Password grants per client IP (IPv6: per /64) per `throttlePasswordWindow`; 0 disables. @default 20 */
+  throttlePassword?: number
+  /** Window of `throttlePassword`, s. @default 60 */
+  throttlePasswordWindow?: number
+  /** Failed requests (other than password grants) per client IP per `throttleFailuresWindow`; 0 disables. @default 60 */
+  throttleFailures?: number
+  /** Window of `throttleFailures`, s. @default 60 */
+  throttleFailuresWindow?: number
+  /** Consecutive password failures of one account (from one source) before back-off starts; 0 disables. @default 5 */
+  lockoutThreshold?: number
+  /** Longest back-off of one account, s; it doubles from 1 s per further failure up to this. @default 900 */
+  lockoutMax?: number
+  /** argon2 operations running at once; 0 means one per CPU. @default 0 */
+  argon2Concurrency?: number
+  /** Longest a password grant waits for an argon2 slot before a 503, s; 0 never waits. @default 1 */
+  argon2QueueWait?: number
 }
 
 export interface ResolvedOptions {
@@ -85,6 +101,14 @@ export interface ResolvedOptions {
   janitorInterval: number
   eventRetention: number
   metricsToken: string
+  throttlePassword: number
+  throttlePasswordWindow: number
+  throttleFailures: number
+  throttleFailuresWindow: number
+  lockoutThreshold: number
+  lockoutMax: number
+  argon2Concurrency: number
+  argon2QueueWait: number
 }
 
 /** Settings of the standalone server only (not plugin options). */
@@ -149,7 +173,15 @@ export const SETTINGS: readonly Setting[] = [
   { key: 'metricsToken', env: 'TOKENLINE_METRICS_TOKEN', scope: 'plugin', kind: { type: 'string', maxLength: 4096, minLength: 16 }, default: '', secret: true, doc: 'bearer token `GET /metrics` requires (`Authorization: Bearer <token>`); empty: no token' },
   { key: 'argon2.memoryCost', env: 'TOKENLINE_ARGON2_MEMORY', scope: 'plugin', kind: { type: 'int', min: 1024, max: 4194304, unit: 'KiB' }, default: 19456, doc: 'argon2id memory for new hashes' },
   { key: 'argon2.timeCost', env: 'TOKENLINE_ARGON2_TIME', scope: 'plugin', kind: { type: 'int', min: 1, max: 100 }, default: 2, doc: 'argon2id passes for new hashes' },
-  { key: 'argon2.parallelism', env: 'TOKENLINE_ARGON2_PARALLELISM', scope: 'plugin', kind: { type: 'int', min: 1, max: 16 }, default: 1, doc: 'argon2id lanes for new hashes' }
+  { key: 'argon2.parallelism', env: 'TOKENLINE_ARGON2_PARALLELISM', scope: 'plugin', kind: { type: 'int', min: 1, max: 16 }, default: 1, doc: 'argon2id lanes for new hashes' },
+  { key: 'throttlePassword', env: 'TOKENLINE_THROTTLE_PASSWORD', scope: 'plugin', kind: { type: 'int', min: 0, max: 1000000 }, default: 20, doc: 'password grants per client IP (IPv6: per /64) per window, successful or not; beyond it 429 with `Retry-After`; 0 disables' },
+  { key: 'throttlePasswordWindow', env: 'TOKENLINE_THROTTLE_PASSWORD_WINDOW', scope: 'plugin', kind: { type: 'int', min: 1, max: DAY, unit: 's' }, default: 60, doc: 'window of `throttlePassword`' },
+  { key: 'throttleFailures', env: 'TOKENLINE_THROTTLE_FAILURES', scope: 'plugin', kind: { type: 'int', min: 0, max: 1000000 }, default: 60, doc: 'failed token-endpoint requests (other than password grants) per client IP per window; beyond it every request from that IP gets 429 until the window ends; successes never count; 0 disables' },
+  { key: 'throttleFailuresWindow', env: 'TOKENLINE_THROTTLE_FAILURES_WINDOW', scope: 'plugin', kind: { type: 'int', min: 1, max: DAY, unit: 's' }, default: 60, doc: 'window of `throttleFailures`' },
+  { key: 'lockoutThreshold', env: 'TOKENLINE_LOCKOUT_THRESHOLD', scope: 'plugin', kind: { type: 'int', min: 0, max: 1000 }, default: 5, doc: 'consecutive password failures of one account before back-off (1 s, doubling per further failure); answered exactly like a wrong password; 0 disables' },
+  { key: 'lockoutMax', env: 'TOKENLINE_LOCKOUT_MAX', scope: 'plugin', kind: { type: 'int', min: 1, max: DAY, unit: 's' }, default: 900, doc: 'longest back-off of one account' },
+  { key: 'argon2Concurrency', env: 'TOKENLINE_ARGON2_CONCURRENCY', scope: 'plugin', kind: { type: 'int', min: 0, max: 256 }, default: 0, doc: 'argon2 operations running at once (0: one per CPU); twice as many may queue' },
+  { key: 'argon2QueueWait', env: 'TOKENLINE_ARGON2_QUEUE_WAIT', scope: 'plugin', kind: { type: 'int', min: 0, max: 30, unit: 's' }, default: 1, doc: 'longest a password grant waits for an argon2 slot; beyond it, or with the queue full, 503 with `Retry-After`' }
 ]
 
 /** What a setting accepts, in words: used in error messages and in the README's options table. */

@@ -1,4 +1,5 @@
 import argon2 from 'argon2'
+import type { Gate } from './argon2-gate.js'
 import type { Argon2Params } from './options.js'
 
 /** Longest password accepted, in characters; longer ones are refused before any hashing. */
@@ -15,16 +16,19 @@ export interface Passwords {
 /**
  * argon2id with explicit parameters (node-argon2's own defaults cost 5× OWASP's minimum and use
  * 4 threads per hash). Unknown users are verified against a dummy hash made with the same
- * parameters, so they cost the same time as a wrong password.
+ * parameters, so they cost the same time as a wrong password. With a `gate` (the server's), every
+ * hash and verify waits for one of its slots, and throws Argon2Busy when there is none to be had.
  */
-export function createPasswords (params: Argon2Params): Passwords {
+export function createPasswords (params: Argon2Params, gate?: Gate): Passwords {
   const options = { type: argon2.argon2id, memoryCost: params.memoryCost, timeCost: params.timeCost, parallelism: params.parallelism }
+  const limited = gate === undefined ? <T>(fn: () => Promise<T>): Promise<T> => fn() : gate.run
   let dummy: Promise<string> | undefined
-  const hash = (password: string): Promise<string> => argon2.hash(password, options)
+  const rawHash = (password: string): Promise<string> => argon2.hash(password, options)
   return {
-    hash,
-    async verify (stored, password) {
-      dummy ??= hash('tokenline dummy password, never matches')
+    hash: (password) => limited(() => rawHash(password)),
+    verify: (stored, password) => limited(async () => {
+      // Made inside the slot, once, by the first unknown user: never a second slot while holding one.
+      dummy ??= rawHash('tokenline dummy password, never matches')
       const target = stored ?? await dummy
       try {
         const ok = await argon2.verify(target, password)
@@ -33,7 +37,7 @@ export function createPasswords (params: Argon2Params): Passwords {
         // A corrupt stored hash must not become a 500; it is a failed login.
         return false
       }
-    },
+    }),
     needsRehash: (stored) => argon2.needsRehash(stored, options)
   }
 }

@@ -14,6 +14,9 @@ import { ConfigError, resolveOptions, type Algorithm, type TokenlineOptions } fr
 import { watchKeys } from './key-rotation.js'
 import { opsRoutes } from './ops-routes.js'
 import { createPasswords } from './passwords.js'
+import { createGate } from './argon2-gate.js'
+import { registerThrottles } from './throttle.js'
+import { availableParallelism } from 'node:os'
 import { tokenRoute } from './token-route.js'
 import { introspectRoute } from './introspect-route.js'
 import { startJanitor, type Janitor } from './janitor.js'
@@ -74,7 +77,7 @@ const tokenline: FastifyPluginAsync<TokenlinePluginOptions> = async (fastify, ra
   const tl: Tokenline = {
     opts,
     store,
-    passwords: createPasswords(opts.argon2),
+    passwords: createPasswords(opts.argon2, createGate({ concurrency: opts.argon2Concurrency || availableParallelism(), maxWaitMs: opts.argon2QueueWait * 1000 })),
     binding: { userAgent: opts.bindingUserAgent, ip: opts.bindingIp, deviceId: opts.bindingDeviceId },
     prefix,
     currentKey: keys.current,
@@ -107,6 +110,8 @@ const tokenline: FastifyPluginAsync<TokenlinePluginOptions> = async (fastify, ra
 
     await child.register(async (tokenScope: FastifyInstance) => {
       tokenScope.addHook('onSend', noStore)
+      // Per-IP budgets (RFC 6749 §4.3.2) on every route of the token endpoint.
+      await registerThrottles(tokenScope, tl)
       tokenRoute(tokenScope, tl)
       // Under /token: the refresh cookie (Path=/token) reaches them, and so do the no-store headers.
       revokeRoute(tokenScope, tl)

@@ -57,7 +57,9 @@ export async function build (t: Test, overrides: Partial<TokenlinePluginOptions>
   const dbFile = join(dir, 'tokenline.db')
   const clock = new TestClock()
   const app = Fastify()
-  await app.register(tokenline, { database: dbFile, argon2: CHEAP_ARGON2, now: clock.now, logEvents: false, ...overrides })
+  // Every injected request comes from 127.0.0.1, so the per-IP budgets (server/throttle.ts) are off
+  // unless a test turns them on; test/brute-force.test.ts does, with the production defaults.
+  await app.register(tokenline, { database: dbFile, argon2: CHEAP_ARGON2, now: clock.now, logEvents: false, throttlePassword: 0, throttleFailures: 0, ...overrides })
   await app.ready()
   t.teardown(() => app.close())
   const store = app.tokenline.store

@@ -3,10 +3,12 @@ import type { ClientRow, EventInput } from '../../db/store.js'
 import { required } from '../body.js'
 import type { Params } from '../client-auth.js'
 import { hasGrant, logEvents, requestMeta, type Tokenline } from '../context.js'
+import { Argon2Busy } from '../argon2-gate.js'
 import { OAuthError, invalidGrant, invalidRequest } from '../errors.js'
 import { deviceIdParam } from '../device.js'
 import { digest, newRefreshToken, randomId } from '../refresh-tokens.js'
 import { idleTtl, sessionTtl, tokenResponse, type TokenResponse } from '../issue.js'
+import * as lockout from '../lockout.js'
 import { MAX_PASSWORD, MAX_USERNAME, normaliseUsername } from '../passwords.js'
 import { grantScope } from '../scope.js'
 
@@ -14,8 +16,9 @@ export const grantType = 'password'
 export const parameters = new Set(['username', 'password', 'scope', 'device_id'])
 
 /**
- * RFC 6749 §4.3, for first-party clients allowed it. Unknown users, wrong passwords and disabled
- * accounts give the same `invalid_grant` after the same argon2 work.
+ * RFC 6749 §4.3, for first-party clients allowed it. Unknown users, wrong passwords, disabled
+ * accounts and locked accounts (server/lockout.ts) give the same `invalid_grant` after the same
+ * argon2 work. Per-IP throttling happens before this (server/throttle.ts).
  */
 export async function handler (tl: Tokenline, request: FastifyRequest, reply: FastifyReply, params: Params, client: ClientRow): Promise<TokenResponse> {
   if (!hasGrant(client, grantType)) throw new OAuthError('unauthorized_client', 'client may not use the password grant')
@@ -31,19 +34,31 @@ export async function handler (tl: Tokenline, request: FastifyRequest, reply: Fa
   const ok = await tl.passwords.verify(user?.password_hash, password)
   const now = tl.opts.now()
   const who = { client_id: client.id, ip: meta.ip, user_agent: meta.user_agent }
+  // Read after the verify, so an attempt that was in flight when a lock began is refused too.
+  const guard = await lockout.check(tl, name, user, meta, now)
 
-  if (!ok || user === undefined || user.disabled_at !== null) {
-    const reason = user === undefined ? 'unknown_user' : !ok ? 'wrong_password' : 'account_disabled'
-    const events: EventInput[] = [{ type: 'login_failed', user_id: user?.id ?? null, ...who, reason }]
+  if (guard.locked) {
+    // The verify above was still paid, and its result is ignored: a lock looks like a wrong password.
+    const events: EventInput[] = [{ type: 'login_locked', user_id: user?.id ?? null, ...who, reason: 'account_locked', detail: { failures: guard.row?.failures, until: guard.row?.locked_until } }]
     await tl.store.recordEvents(events, now)
     logEvents(tl, request.log, events)
     throw invalidGrant('invalid username or password', 'invalid_credentials')
   }
 
+  if (!ok || user === undefined || user.disabled_at !== null) {
+    const reason = user === undefined ? 'unknown_user' : !ok ? 'wrong_password' : 'account_disabled'
+    const event: EventInput = { type: 'login_failed', user_id: user?.id ?? null, ...who, reason }
+    await lockout.recordFailure(tl, guard, event, now)
+    logEvents(tl, request.log, [event])
+    throw invalidGrant('invalid username or password', 'invalid_credentials')
+  }
+  await lockout.recordSuccess(tl, guard, now)
+
   if (tl.passwords.needsRehash(user.password_hash)) {
-    // Parameters were raised since this hash was made: upgrade it while we hold the password.
-    const hash = await tl.passwords.hash(password)
-    await tl.store.setPasswordHash(user.id, hash, now, null, [{ type: 'password_rehashed', user_id: user.id, ...who }])
+    // Parameters were raised since this hash was made: upgrade it while we hold the password. With
+    // no argon2 slot free, the login goes ahead and a later one upgrades it.
+    const hash = await tl.passwords.hash(password).catch((err: unknown) => { if (err instanceof Argon2Busy) return undefined; throw err })
+    if (hash !== undefined) await tl.store.setPasswordHash(user.id, hash, now, null, [{ type: 'password_rehashed', user_id: user.id, ...who }])
   }
 
   const refreshToken = newRefreshToken()

@@ -54,7 +54,8 @@ function describe (err) {
   if (err instanceof TokenlineError) {
     if (err.reason === 'invalid_credentials') return 'Wrong username or password.'
     const code = err.reason ? `${err.error}, reason ${err.reason}` : err.error
-    return `${err.description || 'request failed'} (${code})`
+    const hint = err.reason === 'csrf_rejected' ? `: ${window.location.origin} is not an allowed origin of the client` : ''
+    return `${err.description || 'request failed'} (${code})${hint}`
   }
   return String(err?.message ?? err)
 }
@@ -173,6 +174,15 @@ auth.onChange((state) => {
   if (!state.signedIn && wasSignedIn && $('status').textContent === '') status('Signed out.')
   render(state)
 })
+
+// The `web` client accepts requests only from the issuer's origin (CSRF defence). Opened under another
+// name (http://127.0.0.1:3000 instead of http://localhost:3000), sign-in would be refused: say so.
+fetch('/.well-known/oauth-authorization-server').then((r) => r.json()).then((meta) => {
+  const expected = new URL(meta.issuer).origin
+  if (expected !== window.location.origin) {
+    status(`This page is open at ${window.location.origin}, but the demo client only accepts ${expected}: open ${expected}/ to sign in.`, true)
+  }
+}).catch(() => { /* no metadata: nothing to compare */ })
 
 // Page load: the access token did not survive the reload (it lived in memory); the cookie did.
 auth.restore().then((restored) => {

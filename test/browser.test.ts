@@ -334,6 +334,29 @@ if (!existsSync(CHROMIUM)) {
     t.same(events(['session_revoked']).filter((e) => e.reason === 'logout').length, 1, 'the session was revoked as a logout')
   })
 
+  await t.test('the page opened under another origin is refused sign-in (login CSRF defence)', async (t) => {
+    // 127.0.0.1 is the same server but not the `web` client's origin (the issuer's, localhost).
+    const other = await browser.newContext()
+    other.setDefaultTimeout(10_000)
+    t.teardown(() => other.close())
+    const p = await other.newPage()
+    await p.goto(`http://127.0.0.1:${port}/`)
+    await state(p, 'signed-out')
+    await p.waitForFunction(() => /open http:\/\/localhost:\d+\/ to sign in/.test(document.getElementById('status')?.textContent ?? ''))
+    t.pass('the page says which origin to open')
+    await p.fill('#username', 'alice')
+    await p.fill('#password', PASSWORD)
+    const [res] = await Promise.all([
+      p.waitForResponse((r) => new URL(r.url()).pathname === '/token' && r.request().method() === 'POST' && r.request().postData()?.includes('grant_type=password') === true),
+      p.click('#login-button')
+    ])
+    t.equal(res.status(), 403, 'the password grant from a foreign origin is refused')
+    t.match(await res.json(), { error: 'invalid_request', reason: 'csrf_rejected' })
+    t.same(await other.cookies(), [], 'no cookie was set')
+    await p.waitForFunction(() => /csrf_rejected/.test(document.getElementById('status')?.textContent ?? ''))
+    t.equal(await p.evaluate(() => document.body.dataset.state), 'signed-out')
+  })
+
   await t.test('no script errors and no reuse anywhere', async (t) => {
     t.same(pageErrors, [], 'no uncaught errors and no CSP violations in any tab')
     t.same(races(), [])

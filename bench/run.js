@@ -459,9 +459,12 @@ async function main () {
   const problems = []
   for (const [name, x] of [['H', results.hello], ['refresh', results.refresh], ['password', results.password]]) {
     if (x === undefined) continue
-    if (x.non_2xx > 0 || x.errors > 0 || x.timeouts > 0) {
-      const shed = name === 'password' && x.status_codes['503'] !== undefined ? ' (503: the argon2 gate shed logins; lower BENCH_PASSWORD_CONNECTIONS)' : ''
-      problems.push(`${name}: ${x.non_2xx} non-2xx ${JSON.stringify(x.status_codes)}, ${x.errors} errors, ${x.timeouts} timeouts${shed}`)
+    // A 503 from the argon2 gate is the password grant shedding load as designed (a waiter waited
+    // longer than TOKENLINE_ARGON2_QUEUE_WAIT): worth a warning, not a failure.
+    const shed = name === 'password' ? (x.status_codes['503'] ?? 0) : 0
+    if (shed > 0) process.stderr.write(`bench: warning: the argon2 gate shed ${shed} logins with 503 (an overloaded box, or more connections than the gate queues)\n`)
+    if (x.non_2xx - shed > 0 || x.errors > 0 || x.timeouts > 0) {
+      problems.push(`${name}: ${x.non_2xx} non-2xx ${JSON.stringify(x.status_codes)}, ${x.errors} errors, ${x.timeouts} timeouts`)
     }
     if (x.ok_2xx === 0) problems.push(`${name}: no successful response at all`)
   }

@@ -5,6 +5,7 @@ import { clientCommand } from './clients.js'
 import { CliError, defaultIo, type Io } from './io.js'
 import { keysCommand } from './keys.js'
 import { userCommand } from './users.js'
+import { unlockCommand } from './unlock.js'
 
 const USAGE = `usage: tokenline <command>
 
@@ -16,6 +17,7 @@ const USAGE = `usage: tokenline <command>
   client add <client_id> [--confidential] [--delivery cookie|body|both]
              [--origin <url>]... [--grants password,refresh_token] [--scopes "a b"]
   client list
+  unlock <username>                      end a password back-off now (clears the account's failed logins)
   keys rotate                            new signing key; the old one stays in the JWKS until its tokens expire
   keys list
   backup <file> [--force]                online backup of the live database (safe while servers run)
@@ -27,6 +29,7 @@ type Command = (args: string[], io: Io) => Promise<void>
 
 export const COMMANDS: Record<string, Command> = {
   user: userCommand,
+  unlock: unlockCommand,
   client: clientCommand,
   keys: keysCommand,
   backup: backupCommand

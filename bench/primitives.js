@@ -6,6 +6,8 @@
 //   T  rotation: store.refresh() with the real decide(), one BEGIN IMMEDIATE transaction per call,
 //                on a real SQLite file with the server's pragmas; plus the token crypto around it
 //   A  argon2:   verify latency at the production parameters (m=19456, t=2, p=1)
+//
+// BENCH_PRIMITIVE_MS (time per measured primitive, default 1500), BENCH_ARGON2_SAMPLES (20).
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -60,7 +62,8 @@ function signPrimitive () {
 }
 
 async function rotationPrimitive () {
-  const dir = mkdtempSync(join(tmpdir(), 'tokenline-bench-prim-'))
+  // Under run.js's own temporary directory, which it removes however it ends.
+  const dir = mkdtempSync(join(process.env.BENCH_TMP ?? tmpdir(), 'tokenline-bench-prim-'))
   const file = join(dir, 'rotation.db')
   const store = createStore(openDatabase(file))
   try {

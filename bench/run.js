@@ -59,10 +59,14 @@ class BenchError extends Error {}
 // ---------------------------------------------------------------------------------------------
 // Child processes: every server is tracked and killed however this process ends.
 const children = new Set()
+const tempDirs = new Set()
 function killChildren () {
   for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL')
 }
-process.on('exit', killChildren)
+process.on('exit', () => {
+  killChildren()
+  for (const d of tempDirs) rmSync(d, { recursive: true, force: true })
+})
 for (const sig of ['SIGINT', 'SIGTERM']) {
   process.once(sig, () => { killChildren(); process.exit(130) })
 }
@@ -361,9 +365,11 @@ async function countEvents (file) {
   }
 }
 
-async function benchPrimitives () {
+async function benchPrimitives (dir) {
   process.stdout.write('  primitives: sign, rotation transaction, argon2 verify\n')
-  const child = launch('primitives', [process.execPath, 'bench/primitives.js'], baseEnv())
+  const env = { ...baseEnv(), BENCH_TMP: dir }
+  for (const k of ['BENCH_PRIMITIVE_MS', 'BENCH_ARGON2_SAMPLES']) if (process.env[k] !== undefined) env[k] = process.env[k]
+  const child = launch('primitives', [process.execPath, 'bench/primitives.js'], env)
   const line = await firstLine(child, 120_000)
   const { code } = await child.exited
   if (code !== 0) throw new BenchError(`primitives exited with ${code}\n${child.stderrText}`)
@@ -410,6 +416,7 @@ function report (r) {
 
 async function main () {
   const dir = mkdtempSync(join(tmpdir(), 'tokenline-bench-'))
+  tempDirs.add(dir)
   if (PROFILE_DIR !== undefined) mkdirSync(PROFILE_DIR, { recursive: true })
   const env = {
     node: process.version,
@@ -429,9 +436,9 @@ async function main () {
   console.log(`tokenline bench: node ${env.node}, ${env.cpus} cpus (${env.cpu}), ${DURATION} s runs after ${WARMUP} s warm-up, pinning ${pinned ? 'on' : 'off'}`)
   const results = { at: new Date().toISOString(), env }
   try {
-    if (ONLY.has('primitives') && PROFILE_DIR === undefined) results.primitives = await benchPrimitives()
+    if (ONLY.has('primitives') && PROFILE_DIR === undefined) results.primitives = await benchPrimitives(dir)
     if (ONLY.has('h')) results.hello = await benchHello()
-    Object.assign(results, await benchTokenline(dir))
+    if (ONLY.has('refresh') || ONLY.has('password')) Object.assign(results, await benchTokenline(dir))
   } finally {
     rmSync(dir, { recursive: true, force: true })
   }

@@ -5,6 +5,9 @@ import { clientCommand } from './clients.js'
 import { CliError, defaultIo, type Io } from './io.js'
 import { keysCommand } from './keys.js'
 import { userCommand } from './users.js'
+import { eventsCommand } from './events.js'
+import { pruneCommand } from './prune.js'
+import { lineageCommand, revokeCommand, sessionsCommand } from './sessions.js'
 import { unlockCommand } from './unlock.js'
 
 const USAGE = `usage: tokenline <command>
@@ -17,6 +20,13 @@ const USAGE = `usage: tokenline <command>
   client add <client_id> [--confidential] [--delivery cookie|body|both]
              [--origin <url>]... [--grants password,refresh_token] [--scopes "a b"]
   client list
+  sessions <username>                    the user's sessions: live, revoked (why) or expired, and their binding
+  revoke --session <id> | --user <username>
+                                         end one session, or every session of a user
+  lineage <session_id>                   the session's token chain: issued/used when, where; reuse, revocation
+  events [--user <username>] [--session <id>] [--limit <n>]
+                                         the audit trail, oldest first
+  prune                                  delete expired sessions with their lineage, and old security events
   unlock <username>                      end a password back-off now (clears the account's failed logins)
   keys rotate                            new signing key; the old one stays in the JWKS until its tokens expire
   keys list
@@ -29,6 +39,11 @@ type Command = (args: string[], io: Io) => Promise<void>
 
 export const COMMANDS: Record<string, Command> = {
   user: userCommand,
+  sessions: sessionsCommand,
+  revoke: revokeCommand,
+  lineage: lineageCommand,
+  events: eventsCommand,
+  prune: pruneCommand,
   unlock: unlockCommand,
   client: clientCommand,
   keys: keysCommand,

@@ -1,0 +1,47 @@
+import { parseArgs } from 'node:util'
+import { CliError, iso, openStore, table, type Io } from './io.js'
+import { formatDetail } from './lineage.js'
+import { validUsername } from './users.js'
+
+const USAGE = 'tokenline events [--user <username>] [--session <id>] [--limit <n>]'
+
+/**
+ * `tokenline events`: the audit trail, oldest first (the newest `--limit`, 200 by default). Events
+ * never hold a token, password, secret or cookie; user agents are in `tokenline lineage`.
+ */
+export async function eventsCommand (args: string[], io: Io): Promise<void> {
+  let parsed
+  try {
+    parsed = parseArgs({ args, allowPositionals: false, strict: true, options: { user: { type: 'string' }, session: { type: 'string' }, limit: { type: 'string', default: '200' } } })
+  } catch (err) {
+    throw new CliError(`${(err as Error).message.split('\n')[0] ?? 'bad arguments'} (usage: ${USAGE})`, 2)
+  }
+  const { values } = parsed
+  if (!/^\d{1,7}$/.test(values.limit) || Number(values.limit) < 1) throw new CliError(`--limit must be a positive integer, got ${JSON.stringify(values.limit)}`, 2)
+  if (values.user !== undefined && values.session !== undefined) throw new CliError(`give at most one of --user and --session (usage: ${USAGE})`, 2)
+  const { store } = openStore(io)
+  try {
+    const names = new Map((await store.listUsers()).map((u) => [u.id, u.username]))
+    let userId: string | undefined
+    if (values.user !== undefined) {
+      const username = validUsername(values.user)
+      userId = [...names].find(([, n]) => n === username)?.[0]
+      if (userId === undefined) throw new CliError(`no user ${username}`)
+    }
+    const events = (await store.listEvents({
+      ...(userId !== undefined && { user_id: userId }),
+      ...(values.session !== undefined && { session_id: values.session }),
+      limit: Number(values.limit)
+    })).reverse()
+    if (events.length === 0) { io.stdout.write('no events\n'); return }
+    io.stdout.write(table([
+      ['TIME', 'TYPE', 'USER', 'SESSION', 'CLIENT', 'IP', 'REASON', 'DETAIL'],
+      ...events.map((e) => [
+        iso(e.at), e.type, e.user_id === null ? '-' : names.get(e.user_id) ?? e.user_id, e.session_id ?? '-', e.client_id ?? '-',
+        e.ip ?? '-', e.reason ?? '-', formatDetail(e.detail)
+      ])
+    ]))
+  } finally {
+    store.close()
+  }
+}

@@ -53,8 +53,6 @@ export function createGate ({ concurrency, maxWaitMs }: { concurrency: number, m
           reject(new Argon2Busy())
         }, maxWaitMs)
       }
-      // A waiting login must not keep a closing server alive.
-      waiter.timer.unref()
       queue.push(waiter)
     })
   }

@@ -481,7 +481,11 @@ async function main () {
     if (rf.repeated_tokens > 0) problems.push(`refresh: ${rf.repeated_tokens} responses repeated the token already held (grace replays, not rotations)`)
     const ev = rf.server_events
     for (const bad of ['refresh_replayed', 'reuse_detected', 'fingerprint_mismatch', 'session_revoked']) {
-      if ((ev[bad] ?? 0) > 0) problems.push(`refresh: the server recorded ${ev[bad]} ${bad} events`)
+      if ((ev[bad] ?? 0) === 0) continue
+      // autocannon re-sends a timed-out request on a new connection: the server had rotated that token
+      // already, so the re-sent parent gets the grace replay. Explained, but still not a clean run.
+      const why = bad === 'refresh_replayed' && rf.timeouts >= ev[bad] ? ` (after ${rf.timeouts} timeouts: re-sent requests whose first response never arrived)` : ''
+      problems.push(`refresh: the server recorded ${ev[bad]} ${bad} events${why}`)
     }
     if ((ev.token_rotated ?? 0) < rf.ok_2xx) problems.push(`refresh: the server recorded ${ev.token_rotated ?? 0} rotations for ${rf.ok_2xx} successful responses`)
   }

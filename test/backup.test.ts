@@ -1,0 +1,114 @@
+import Database from 'better-sqlite3'
+import { copyFileSync, existsSync, statSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import t from 'tap'
+import { openDatabase } from '../db/database.js'
+import { digest } from '../server/refresh-tokens.js'
+import { lineageViolations } from './invariants.js'
+import { runCli } from './processes.js'
+import { post, spawnServer } from './server-process.js'
+
+/*
+ * `tokenline backup <file>` (SQLite's online backup API) taken while a server process is busy rotating
+ * refresh tokens (security.md Part 2.6 item 9): the copy restores to a database that passes
+ * `PRAGMA integrity_check` and the lineage invariants, and holds every refresh token the clients had
+ * received before the backup started.
+ */
+
+const PASSWORD = 'backup test password'
+const CHEAP = { TOKENLINE_ARGON2_MEMORY: '1024', TOKENLINE_ARGON2_TIME: '1' }
+
+t.test('a backup taken during a refresh load restores to a sound database', async (t) => {
+  const dir = t.testdir({})
+  const env = { TOKENLINE_DB: join(dir, 'live.db'), TOKENLINE_THROTTLE_PASSWORD: '0', TOKENLINE_THROTTLE_FAILURES: '0', ...CHEAP }
+  t.equal((await runCli(['user', 'add', 'alice'], { env, input: `${PASSWORD}\n` })).code, 0)
+  t.equal((await runCli(['client', 'add', 'cli', '--delivery', 'body'], { env })).code, 0)
+  const server = await spawnServer(t, env)
+
+  const received: string[] = []
+  let completed = 0
+  let failures = 0
+  let stop = false
+  const worker = async (): Promise<void> => {
+    let rt: string | undefined
+    for (let i = 0; !stop; i++) {
+      const params: Record<string, string> = rt === undefined || i % 25 === 0
+        ? { grant_type: 'password', username: 'alice', password: PASSWORD, client_id: 'cli' }
+        : { grant_type: 'refresh_token', refresh_token: rt, client_id: 'cli' }
+      const o = await post(server.url, '/token', params).outcome
+      completed++
+      if (o.kind === 'response' && o.status === 200) {
+        rt = (JSON.parse(o.body) as { refresh_token: string }).refresh_token
+        received.push(rt)
+      } else {
+        failures++
+        rt = undefined
+      }
+    }
+  }
+  const workers = Array.from({ length: 4 }, async () => await worker())
+  while (completed < 100) await new Promise((resolve) => setImmediate(resolve))
+
+  const backups: Array<{ file: string, before: string[] }> = []
+  for (let i = 0; i < 3; i++) {
+    const file = join(dir, `backup-${i}.db`)
+    const before = [...received]
+    const startedAt = completed
+    const r = await runCli(['backup', file], { env })
+    t.equal(r.code, 0, r.stderr)
+    t.match(r.stdout, new RegExp(`^backup of .*live\\.db written to .*backup-${i}\\.db \\(${statSync(file).size} bytes\\)\\n$`), 'prints where and how big')
+    t.ok(completed > startedAt, `the server kept rotating during backup ${i} (${completed - startedAt} requests)`)
+    backups.push({ file, before })
+  }
+  stop = true
+  await Promise.all(workers)
+  t.equal(failures, 0, 'the load itself never failed')
+  server.child.kill('SIGTERM')
+  t.same(await server.exited, { code: 0, signal: null })
+
+  for (const [i, b] of backups.entries()) {
+    // Restore as an operator would: the server stopped, the backup copied into place.
+    const restored = join(dir, `restored-${i}.db`)
+    copyFileSync(b.file, restored)
+    const db = openDatabase(restored)
+    t.equal(db.pragma('integrity_check', { simple: true }), 'ok', `backup ${i}: integrity_check ok`)
+    const has = db.prepare<[Buffer], { one: number }>('SELECT 1 AS one FROM refresh_tokens WHERE digest = ?')
+    const missing = b.before.filter((rt) => has.get(digest(rt)) === undefined)
+    t.same(missing, [], `backup ${i}: every refresh token received before it started is in it (${b.before.length})`)
+    db.close()
+    t.same(lineageViolations(restored), [], `backup ${i}: lineage invariants hold`)
+  }
+})
+
+t.test('tokenline backup refuses to overwrite, and other bad input, with one line', async (t) => {
+  const dir = t.testdir({})
+  const env = { TOKENLINE_DB: join(dir, 'live.db'), ...CHEAP }
+  t.equal((await runCli(['user', 'add', 'alice'], { env, input: `${PASSWORD}\n` })).code, 0)
+  const target = join(dir, 'copy.db')
+  writeFileSync(target, 'precious')
+
+  const refused = await runCli(['backup', target], { env })
+  t.equal(refused.code, 1)
+  t.match(refused.stderr, /^tokenline: .*copy\.db already exists \(use --force to overwrite it\)\n$/)
+  t.equal(statSync(target).size, 'precious'.length, 'the existing file is untouched')
+
+  const forced = await runCli(['backup', target, '--force'], { env })
+  t.equal(forced.code, 0, forced.stderr)
+  const copy = new Database(target, { readonly: true })
+  t.equal((copy.prepare('SELECT count(*) AS n FROM users').get() as { n: number }).n, 1, 'the forced backup replaced it')
+  copy.close()
+
+  const usage = await runCli(['backup'], { env })
+  t.equal(usage.code, 2)
+  t.match(usage.stderr, /^tokenline: usage: tokenline backup <file> \[--force\]\n$/)
+  const same = await runCli(['backup', join(dir, 'live.db')], { env })
+  t.equal(same.code, 1)
+  t.match(same.stderr, /^tokenline: the backup file must not be the database itself\n$/)
+  const noDb = await runCli(['backup', join(dir, 'x.db')], { env: { ...env, TOKENLINE_DB: join(dir, 'missing.db') } })
+  t.equal(noDb.code, 1)
+  t.match(noDb.stderr, /^tokenline: database .*missing\.db does not exist/)
+  t.notOk(existsSync(join(dir, 'missing.db')), 'a backup never creates the database it was asked to copy')
+  const noDir = await runCli(['backup', join(dir, 'nope', 'x.db')], { env })
+  t.equal(noDir.code, 1)
+  t.match(noDir.stderr, /^tokenline: directory .* does not exist\n$/)
+})

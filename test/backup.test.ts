@@ -26,17 +26,17 @@ t.test('a backup taken during a refresh load restores to a sound database', asyn
   const server = await spawnServer(t, env)
 
   const received: string[] = []
-  let completed = 0
   let failures = 0
-  let stop = false
+  // Shared with the workers: an object, so the loops below see each other's updates.
+  const load = { stop: false, completed: 0 }
   const worker = async (): Promise<void> => {
     let rt: string | undefined
-    for (let i = 0; !stop; i++) {
+    for (let i = 0; !load.stop; i++) {
       const params: Record<string, string> = rt === undefined || i % 25 === 0
         ? { grant_type: 'password', username: 'alice', password: PASSWORD, client_id: 'cli' }
         : { grant_type: 'refresh_token', refresh_token: rt, client_id: 'cli' }
       const o = await post(server.url, '/token', params).outcome
-      completed++
+      load.completed++
       if (o.kind === 'response' && o.status === 200) {
         rt = (JSON.parse(o.body) as { refresh_token: string }).refresh_token
         received.push(rt)
@@ -47,20 +47,20 @@ t.test('a backup taken during a refresh load restores to a sound database', asyn
     }
   }
   const workers = Array.from({ length: 4 }, async () => await worker())
-  while (completed < 100) await new Promise((resolve) => setImmediate(resolve))
+  while (load.completed < 100) await new Promise((resolve) => setImmediate(resolve))
 
   const backups: Array<{ file: string, before: string[] }> = []
   for (let i = 0; i < 3; i++) {
     const file = join(dir, `backup-${i}.db`)
     const before = [...received]
-    const startedAt = completed
+    const startedAt = load.completed
     const r = await runCli(['backup', file], { env })
     t.equal(r.code, 0, r.stderr)
     t.match(r.stdout, new RegExp(`^backup of .*live\\.db written to .*backup-${i}\\.db \\(${statSync(file).size} bytes\\)\\n$`), 'prints where and how big')
-    t.ok(completed > startedAt, `the server kept rotating during backup ${i} (${completed - startedAt} requests)`)
+    t.ok(load.completed > startedAt, `the server kept rotating during backup ${i} (${load.completed - startedAt} requests)`)
     backups.push({ file, before })
   }
-  stop = true
+  load.stop = true
   await Promise.all(workers)
   t.equal(failures, 0, 'the load itself never failed')
   server.child.kill('SIGTERM')

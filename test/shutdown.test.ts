@@ -42,20 +42,20 @@ t.test('SIGTERM under load: in-flight requests finish, exit 0, database closed c
   const tokenOf = (o: Outcome): string | undefined => (o.kind === 'response' && o.status === 200 ? (JSON.parse(o.body) as { refresh_token: string }).refresh_token : undefined)
 
   // Load: 6 workers, each logging in and refreshing its own session over and over.
-  let stop = false
-  let completed = 0
+  // Shared with the workers: an object, so the loops below see each other's updates.
+  const load = { stop: false, completed: 0 }
   const worker = async (): Promise<void> => {
     let rt: string | undefined
-    for (let i = 0; !stop; i++) {
+    for (let i = 0; !load.stop; i++) {
       const s = rt === undefined || i % 10 === 0 ? login('load') : send({ grant_type: 'refresh_token', refresh_token: rt }, 'load')
       const o = await s.outcome
-      completed++
+      load.completed++
       rt = tokenOf(o) ?? rt
     }
   }
   const workers = Array.from({ length: 6 }, async () => await worker())
-  while (completed < 150) await new Promise((resolve) => setImmediate(resolve))
-  stop = true
+  while (load.completed < 150) await new Promise((resolve) => setImmediate(resolve))
+  load.stop = true
   // A last burst of slow logins, in flight when the signal arrives.
   const final = Array.from({ length: 6 }, () => login('final'))
   await Promise.all(all.map(async (s) => await s.written))
@@ -66,7 +66,7 @@ t.test('SIGTERM under load: in-flight requests finish, exit 0, database closed c
   const received = (): number => (server.output().match(/"msg":"incoming request"/g) ?? []).length
   while (received() < all.length) await new Promise((resolve) => setTimeout(resolve, 5))
   let answered = 0
-  for (const s of all) void s.outcome.then(() => { answered++ })
+  for (const s of all) s.outcome.then(() => { answered++ }, () => {})
   await new Promise((resolve) => setImmediate(resolve))
   const inFlight = all.length - answered
   server.child.kill('SIGTERM')

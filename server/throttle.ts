@@ -119,7 +119,9 @@ export async function registerThrottles (scope: FastifyInstance, tl: Tokenline):
   if (throttlePassword > 0) {
     const Store = class extends WindowCounter { constructor () { super(now) } }
     await scope.register(rateLimit, { global: false, store: Store, keyGenerator: addressKey })
-    const attempt = scope.createRateLimit({ max: throttlePassword, timeWindow: throttlePasswordWindow * 1000 })
+    // The key is given here too: if the host registered @fastify/rate-limit first, `createRateLimit`
+    // is the host's, with the host's defaults.
+    const attempt = scope.createRateLimit({ max: throttlePassword, timeWindow: throttlePasswordWindow * 1000, keyGenerator: addressKey })
     // Which addresses were already reported in their current window.
     const reported = new WindowCounter(now)
     // preHandler: the body is parsed by now, so only password grants are counted.

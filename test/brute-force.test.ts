@@ -1,5 +1,6 @@
 import Fastify from 'fastify'
 import { PassThrough } from 'node:stream'
+import rateLimit from '@fastify/rate-limit'
 import t from 'tap'
 import type { LightMyRequestResponse } from 'fastify'
 import { main } from '../server/cli/index.js'
@@ -277,8 +278,26 @@ t.test('per-IP budgets follow the socket address: X-Forwarded-For rotation does 
   t.match(refused.headers, { 'retry-after': '60', 'cache-control': 'no-store', pragma: 'no-cache' })
   t.equal((await attempt(h, { password: PASSWORD, ip: '203.0.113.78' })).statusCode, 200, 'a neighbouring address is not affected')
 
+  const throttledEvents = (await h.app.tokenline.store.listEvents({ limit: 1000 })).filter((e) => e.type === 'throttled')
+  t.same(throttledEvents.map((e) => [e.reason, e.ip]).sort(), [['failures', '203.0.113.77'], ['password', ATTACKER.ip]], 'one throttled event per budget and address, with the socket address')
+
   h.clock.advance(60)
   t.equal(await bad(99), 400, 'a new window starts over')
+})
+
+t.test('a host\'s own @fastify/rate-limit does not change Tokenline\'s budgets', async (t) => {
+  const app = Fastify()
+  await app.register(rateLimit, { max: 1000, timeWindow: 60_000, keyGenerator: () => 'everyone' })
+  await app.register(tokenline, { database: `${t.testdir({})}/tokenline.db`, argon2: CHEAP_ARGON2, logEvents: false })
+  t.teardown(() => app.close())
+  const codes: number[] = []
+  for (let i = 0; i < 21; i++) {
+    const res = await app.inject({ method: 'POST', url: '/token', remoteAddress: `192.0.2.${i < 20 ? 1 : 2}`, payload: { grant_type: 'password', client_id: 'none', username: 'a', password: 'b' } })
+    codes.push(res.statusCode)
+  }
+  t.equal(codes.filter((c) => c === 429).length, 0, '20 attempts from one address and 1 from another: none over budget')
+  const over = await app.inject({ method: 'POST', url: '/token', remoteAddress: '192.0.2.1', payload: { grant_type: 'password', client_id: 'none', username: 'a', password: 'b' } })
+  t.equal(over.statusCode, 429, 'the 21st from the first address is, keyed by address, not by the host\'s key')
 })
 
 t.test('IPv6 addresses share a budget per /64', async (t) => {

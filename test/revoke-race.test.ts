@@ -1,0 +1,154 @@
+import { spawn } from 'node:child_process'
+import { existsSync } from 'node:fs'
+import { join } from 'node:path'
+import t, { type Test } from 'tap'
+import { PASSWORD } from './helpers.js'
+import { assertLineage } from './invariants.js'
+import { ROOT, cleanEnv, sidOf, tokenline as cli } from './session-helpers.js'
+
+/*
+ * A refresh racing a revocation, across two processes on one database file, many times (SPEC §5, §7;
+ * issue 4): whichever commits first, no token of a revoked session may work afterwards. Process A
+ * serves the refreshes; process B (or the CLI, a third process) revokes at the same instant.
+ */
+
+const FIXTURE = join(ROOT, 'test', 'fixtures', 'revoke-race-server.mjs')
+const ROUNDS = 40
+
+interface Proc { url: string, stderr: () => string }
+
+async function startProcess (t: Test, dbFile: string): Promise<Proc> {
+  if (!existsSync(join(ROOT, 'dist', 'server', 'plugin.js'))) throw new Error('dist/ is missing: run npm run build first')
+  const child = spawn(process.execPath, [FIXTURE, dbFile], { env: cleanEnv({}), stdio: ['ignore', 'pipe', 'pipe'] })
+  let stdout = ''
+  let stderr = ''
+  child.stderr.setEncoding('utf8').on('data', (d: string) => { stderr += d })
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()))
+  t.teardown(async () => { if (child.exitCode === null) child.kill('SIGTERM'); await exited })
+  const port = await new Promise<string>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`server did not start: ${stderr}`)), 30_000)
+    child.stdout.setEncoding('utf8').on('data', (d: string) => {
+      stdout += d
+      const m = /^(\d+)\n/.exec(stdout)
+      if (m?.[1] !== undefined) { clearTimeout(timer); resolve(m[1]) }
+    })
+    void exited.then(() => { clearTimeout(timer); reject(new Error(`server exited: ${stderr}`)) })
+  })
+  return { url: `http://127.0.0.1:${port}`, stderr: () => stderr }
+}
+
+async function form (url: string, params: Record<string, string>): Promise<{ status: number, body: Record<string, string> }> {
+  const res = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams(params) })
+  const text = await res.text()
+  return { status: res.status, body: text === '' ? {} : JSON.parse(text) }
+}
+
+async function login (p: Proc): Promise<{ access_token: string, refresh_token: string }> {
+  const r = await form(`${p.url}/token`, { grant_type: 'password', client_id: 'cli', username: 'alice', password: PASSWORD })
+  if (r.status !== 200) throw new Error(`login: ${r.status} ${JSON.stringify(r.body)}`)
+  return r.body as { access_token: string, refresh_token: string }
+}
+
+const refresh = async (p: Proc, rt: string): Promise<{ status: number, body: Record<string, string> }> =>
+  await form(`${p.url}/token`, { grant_type: 'refresh_token', client_id: 'cli', refresh_token: rt })
+
+async function sessionsStatus (p: Proc, at: string): Promise<number> {
+  return (await fetch(`${p.url}/sessions`, { headers: { authorization: `Bearer ${at}` } })).status
+}
+
+/** After the race: the session is revoked, and every token the race produced is dead everywhere. */
+async function assertNothingSurvives (t: Test, procs: Proc[], tokens: { rts: string[], ats: string[] }, label: string): Promise<boolean> {
+  let ok = true
+  for (const p of procs) {
+    for (const rt of tokens.rts) {
+      const r = await refresh(p, rt)
+      if (r.status !== 400 || r.body.error !== 'invalid_grant') { ok = false; t.fail(`${label}: a refresh token still works (${r.status} ${JSON.stringify(r.body)})`) }
+    }
+    for (const at of tokens.ats) {
+      const s = await sessionsStatus(p, at)
+      if (s !== 401) { ok = false; t.fail(`${label}: an access token still opens the sessions API (${s})`) }
+    }
+  }
+  return ok
+}
+
+t.test('a refresh racing a revocation in another process never leaves a live token', async (t) => {
+  const dir = t.testdir({})
+  const dbFile = join(dir, 'tokenline.db')
+  t.equal((await cli(dbFile, ['user', 'add', 'alice'], `${PASSWORD}\n`)).code, 0)
+  t.equal((await cli(dbFile, ['client', 'add', 'cli', '--delivery', 'body'])).code, 0)
+  const a = await startProcess(t, dbFile)
+  const b = await startProcess(t, dbFile)
+
+  const outcomes = { refreshFirst: 0, revokeFirst: 0 }
+  let clean = true
+  const kinds = ['refresh token', 'access token', 'consumed refresh token', 'sessions API'] as const
+  for (let i = 0; i < ROUNDS; i++) {
+    const kind = kinds[i % kinds.length] as typeof kinds[number]
+    const s = await login(a)
+    const one = await refresh(a, s.refresh_token)
+    if (one.status !== 200) throw new Error(JSON.stringify(one.body))
+    const other = kind === 'sessions API' ? await login(b) : undefined
+    const rt = one.body.refresh_token as string
+
+    // Both requests leave at once: A rotates `rt` while B ends the session.
+    const revokeRequest = (): Promise<number> => {
+      switch (kind) {
+        case 'refresh token': return form(`${b.url}/token/revoke`, { client_id: 'cli', token: rt }).then((r) => r.status)
+        case 'access token': return form(`${b.url}/token/revoke`, { client_id: 'cli', token: one.body.access_token as string }).then((r) => r.status)
+        case 'consumed refresh token': return form(`${b.url}/token/revoke`, { client_id: 'cli', token: s.refresh_token }).then((r) => r.status)
+        case 'sessions API': return fetch(`${b.url}/sessions/${sidOf(s.access_token)}`, { method: 'DELETE', headers: { authorization: `Bearer ${other?.access_token as string}` } }).then((r) => r.status)
+      }
+    }
+    const [raced, revokeStatus] = await Promise.all([refresh(a, rt), revokeRequest()])
+    t.equal(revokeStatus, kind === 'sessions API' ? 204 : 200, `round ${i} (${kind}): the revocation succeeds`)
+    if (raced.status === 200) outcomes.refreshFirst++
+    else {
+      outcomes.revokeFirst++
+      t.equal(raced.body.reason, 'session_revoked', `round ${i}: a refresh that lost the race is refused as revoked`)
+    }
+    const tokens = { rts: [s.refresh_token, rt], ats: [s.access_token, one.body.access_token as string] }
+    if (raced.status === 200) { tokens.rts.push(raced.body.refresh_token as string); tokens.ats.push(raced.body.access_token as string) }
+    clean = await assertNothingSurvives(t, [a, b], tokens, `round ${i} (${kind})`) && clean
+  }
+  t.ok(clean, `no token survived any of ${ROUNDS} revocations`)
+  t.comment(`refresh committed first ${outcomes.refreshFirst} times, revocation first ${outcomes.revokeFirst} times`)
+  t.notMatch(a.stderr() + b.stderr(), /SQLITE_BUSY|error/i, 'no lock errors in either process')
+  assertLineage(t, dbFile)
+})
+
+t.test('the CLI revoking every session of a user races refreshes in a server process', async (t) => {
+  const dir = t.testdir({})
+  const dbFile = join(dir, 'tokenline.db')
+  t.equal((await cli(dbFile, ['user', 'add', 'alice'], `${PASSWORD}\n`)).code, 0)
+  t.equal((await cli(dbFile, ['client', 'add', 'cli', '--delivery', 'body'])).code, 0)
+  const a = await startProcess(t, dbFile)
+  for (let i = 0; i < 4; i++) {
+    const sessions = await Promise.all([login(a), login(a), login(a)])
+    // A refresh loop on every session runs until the CLI's revocation lands.
+    let stop = false
+    const issued: string[] = []
+    const ats: string[] = []
+    const loops = sessions.map(async (s) => {
+      let rt = s.refresh_token
+      ats.push(s.access_token)
+      while (!stop) {
+        const r = await refresh(a, rt)
+        if (r.status !== 200) return r.body.reason
+        rt = r.body.refresh_token as string
+        issued.push(rt)
+        ats.push(r.body.access_token as string)
+      }
+      issued.push(rt)
+      return 'stopped'
+    })
+    const revoke = await cli(dbFile, ['revoke', '--user', 'alice'])
+    stop = true
+    const reasons = await Promise.all(loops)
+    t.equal(revoke.code, 0, revoke.stderr)
+    t.match(revoke.stdout, /^revoked 3 sessions of alice\n$/, `round ${i}: all three sessions revoked`)
+    for (const r of reasons) t.ok(r === 'session_revoked' || r === 'stopped', `round ${i}: a loop ends on the revocation (${r as string})`)
+    t.ok(await assertNothingSurvives(t, [a], { rts: issued, ats }, `CLI round ${i}`), `round ${i}: none of ${issued.length} refresh tokens works`)
+  }
+  assertLineage(t, dbFile)
+})

@@ -32,7 +32,7 @@ async function startProcess (t: Test, dbFile: string): Promise<Proc> {
       const m = /^(\d+)\n/.exec(stdout)
       if (m?.[1] !== undefined) { clearTimeout(timer); resolve(m[1]) }
     })
-    void exited.then(() => { clearTimeout(timer); reject(new Error(`server exited: ${stderr}`)) })
+    exited.then(() => { clearTimeout(timer); reject(new Error(`server exited: ${stderr}`)) }, reject)
   })
   return { url: `http://127.0.0.1:${port}`, stderr: () => stderr }
 }
@@ -126,13 +126,13 @@ t.test('the CLI revoking every session of a user races refreshes in a server pro
   for (let i = 0; i < 4; i++) {
     const sessions = await Promise.all([login(a), login(a), login(a)])
     // A refresh loop on every session runs until the CLI's revocation lands.
-    let stop = false
+    const race = { stop: false }
     const issued: string[] = []
     const ats: string[] = []
     const loops = sessions.map(async (s) => {
       let rt = s.refresh_token
       ats.push(s.access_token)
-      while (!stop) {
+      while (!race.stop) {
         const r = await refresh(a, rt)
         if (r.status !== 200) return r.body.reason
         rt = r.body.refresh_token as string
@@ -143,7 +143,7 @@ t.test('the CLI revoking every session of a user races refreshes in a server pro
       return 'stopped'
     })
     const revoke = await cli(dbFile, ['revoke', '--user', 'alice'])
-    stop = true
+    race.stop = true
     const reasons = await Promise.all(loops)
     t.equal(revoke.code, 0, revoke.stderr)
     t.match(revoke.stdout, /^revoked 3 sessions of alice\n$/, `round ${i}: all three sessions revoked`)

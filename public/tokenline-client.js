@@ -134,10 +134,10 @@ export function createTokenlineClient (options = {}) {
 
   /**
    * The current access token, in memory only:
-   * { accessToken, expiresAt, refreshAt (ms, this machine's clock), claims, scope }.
+   * { accessToken, obtainedAt, expiresAt, refreshAt (ms, this machine's clock), claims, scope }.
    * Expiry is computed from `expires_in` (relative), not from `exp`, so a skewed clock between the
    * browser and the server does not matter.
-   * @type {null | { accessToken: string, expiresAt: number, refreshAt: number, claims: Record<string, any>, scope: string }}
+   * @type {null | { accessToken: string, obtainedAt: number, expiresAt: number, refreshAt: number, claims: Record<string, any>, scope: string }}
    */
   let current = null
   /** The username typed into login() in this tab or told by the tab that logged in; the token has only `sub`. */
@@ -155,15 +155,16 @@ export function createTokenlineClient (options = {}) {
     channel.onmessage = (event) => {
       const m = event.data
       if (m === null || typeof m !== 'object') return
-      if (m.type === 'token' && m.token && typeof m.token.accessToken === 'string') {
-        // A login in another tab replaced the cookie (maybe with another user's session): follow it.
-        // A refresh elsewhere: take its token if it outlives ours, saving this tab a refresh.
-        const fromLogin = m.cause === 'login'
-        if (fromLogin || current === null || m.token.expiresAt > current.expiresAt) {
-          if (fromLogin || (m.username && current === null)) username = m.username ?? ''
-          set(m.token)
-        }
-      } else if (m.type === 'logout') {
+      // Every change of the cookie happens under the lock, one after another, so the newest message
+      // describes the cookie as it is now. Tabs share this machine's clock; a message older than our
+      // own token (delivered late) is out of date and ignored.
+      const newer = (at) => typeof at === 'number' && (current === null || at > current.obtainedAt)
+      if (m.type === 'token' && m.token && typeof m.token.accessToken === 'string' && newer(m.token.obtainedAt)) {
+        // A refresh elsewhere saves this tab one; a login elsewhere replaced the cookie, maybe with
+        // another user's session: follow it either way.
+        if (m.cause === 'login' || current === null) username = typeof m.username === 'string' ? m.username : ''
+        set(m.token)
+      } else if (m.type === 'logout' && newer(m.at)) {
         // Another tab logged out, or found the session dead: the cookie is gone for every tab.
         username = ''
         set(null)
@@ -185,7 +186,7 @@ export function createTokenlineClient (options = {}) {
     if (typeof navigator !== 'undefined' && navigator.locks && typeof navigator.locks.request === 'function') {
       return navigator.locks.request(o.lockName, fn)
     }
-    const run = localQueue.then(fn, fn)
+    const run = localQueue.then(() => fn())
     localQueue = run.catch(() => {})
     return run
   }
@@ -220,6 +221,7 @@ export function createTokenlineClient (options = {}) {
     const leeway = Math.min(o.refreshLeeway * 1000, lifetime / 3)
     const token = {
       accessToken: body.access_token,
+      obtainedAt: now,
       expiresAt: now + lifetime,
       refreshAt: now + lifetime - leeway,
       claims: decodeClaims(body.access_token),
@@ -262,7 +264,7 @@ export function createTokenlineClient (options = {}) {
       // The server refused the cookie (and cleared it), or there was none: nobody is signed in.
       username = ''
       set(null)
-      broadcast({ type: 'logout' })
+      broadcast({ type: 'logout', at: Date.now() })
     }
     throw err
   }
@@ -351,7 +353,7 @@ export function createTokenlineClient (options = {}) {
       } finally {
         username = ''
         set(null)
-        broadcast({ type: 'logout' })
+        broadcast({ type: 'logout', at: Date.now() })
       }
     },
 

@@ -7,8 +7,9 @@
  * refresh cookie, the server would see reuse and revoke the session. The client must not need the grace.
  */
 import { spawn } from 'node:child_process'
-import { existsSync } from 'node:fs'
+import { existsSync, mkdtempSync, rmSync } from 'node:fs'
 import { createServer } from 'node:net'
+import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import Database from 'better-sqlite3'
@@ -107,7 +108,9 @@ if (!existsSync(CHROMIUM)) {
   t.plan(0, 'chromium not installed (apt-get install chromium)')
 } else {
   const { chromium } = await import('playwright-core')
-  const dir = t.testdir({})
+  // A private directory, not t.testdir(): that one is named after this file, and two runs of the suite
+  // at once (two developers, or CI beside a watcher) would share it.
+  const dir = mkdtempSync(join(tmpdir(), 'tokenline-browser-'))
   const dbFile = join(dir, 'tokenline.db')
   const port = await freePort()
   const base = `http://localhost:${port}`
@@ -126,6 +129,7 @@ if (!existsSync(CHROMIUM)) {
 
   const browser: Browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS })
   t.teardown(() => browser.close())
+  t.teardown(() => rmSync(dir, { recursive: true, force: true })) // last: after the server has stopped
   const context: BrowserContext = await browser.newContext()
   // Fail fast: every wait here is for something that takes well under a second (expiry waits say so).
   context.setDefaultTimeout(10_000)
@@ -278,6 +282,15 @@ if (!existsSync(CHROMIUM)) {
     t.same(races(), [], 'the server never saw the same refresh token twice (no reuse, no replay)')
     // And the session is healthy on the server: the protected API answers.
     t.equal((await reloadSessions(tabs[2] as Page)).status(), 200)
+
+    // A tab's message delivered late (a logout from before the current token was obtained) is ignored.
+    await (tabs[1] as Page).evaluate(() => {
+      const c = new BroadcastChannel('tokenline')
+      c.postMessage({ type: 'logout', at: Date.now() - 60_000 })
+      c.close()
+    })
+    await reloadSessions(tabs[0] as Page)
+    for (const p of tabs) t.equal(await p.evaluate(() => document.body.dataset.state), 'signed-in', 'a stale logout message changes nothing')
   })
 
   await t.test('ending another session from the list', async (t) => {

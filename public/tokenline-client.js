@@ -114,6 +114,15 @@ async function errorFrom (res) {
   })
 }
 
+/** The JSON body of a successful response; anything else is the server's fault, reported as such. */
+async function jsonOf (res) {
+  try {
+    return await res.json()
+  } catch (cause) {
+    throw new TokenlineError('server_error', { description: 'the token endpoint did not answer json', status: res.status, cause })
+  }
+}
+
 /**
  * Whether a failed refresh means "there is no usable session" (show the login form) rather than a
  * passing problem (network, 429 throttling, 5xx: keep the state and let the caller retry).
@@ -258,7 +267,7 @@ export function createTokenlineClient (options = {}) {
   async function refreshNow () {
     // No refresh_token parameter: the token is in the HttpOnly cookie, which JavaScript cannot read.
     const res = await post(tokenUrl, { grant_type: 'refresh_token', client_id: o.clientId })
-    if (res.ok) return accept(await res.json(), 'refresh')
+    if (res.ok) return accept(await jsonOf(res), 'refresh')
     const err = await errorFrom(res)
     if (endsSession(err)) {
       // The server refused the cookie (and cleared it), or there was none: nobody is signed in.
@@ -299,7 +308,7 @@ export function createTokenlineClient (options = {}) {
         const res = await post(tokenUrl, { grant_type: 'password', client_id: o.clientId, username: user, password })
         if (!res.ok) throw await errorFrom(res)
         username = user
-        accept(await res.json(), 'login')
+        accept(await jsonOf(res), 'login')
       })
     },
 
@@ -348,7 +357,11 @@ export function createTokenlineClient (options = {}) {
       try {
         await withLock(async () => {
           const res = await post(revokeUrl, { client_id: o.clientId })
-          if (!res.ok) throw await errorFrom(res)
+          if (res.ok) return
+          const err = await errorFrom(res)
+          // 400 invalid_request: no cookie was sent (it expired, or was cleared): nothing left to revoke.
+          if (res.status === 400 && err.error === 'invalid_request') return
+          throw err
         })
       } finally {
         username = ''

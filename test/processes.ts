@@ -12,11 +12,15 @@ export const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..')
 export const CLI = join(ROOT, 'bin', 'tokenline.js')
 export const MAIN = join(ROOT, 'dist', 'server', 'main.js')
 
-/** The environment without any TOKENLINE_* / PORT / HOST the developer may have set, plus `extra`. */
+/**
+ * The environment without any TOKENLINE_* / PORT / HOST the developer may have set, and without tap's
+ * NODE_OPTIONS loaders (the children are the product, run as a user runs it), plus `extra`.
+ */
 export function cleanEnv (extra: Record<string, string>): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = {}
   for (const [k, v] of Object.entries(process.env)) {
-    if (!k.startsWith('TOKENLINE_') && k !== 'PORT' && k !== 'HOST') env[k] = v
+    if (k.startsWith('TOKENLINE_') || k.startsWith('_TAPJS_') || k === 'NODE_OPTIONS' || k === 'PORT' || k === 'HOST') continue
+    env[k] = v
   }
   return { ...env, ...extra }
 }
@@ -80,4 +84,18 @@ export async function startServer (t: Test, env: Record<string, string>): Promis
   })
   const u = new URL(url)
   return { url, host: u.hostname, port: Number(u.port), output: () => out, stop }
+}
+
+/** Runs `fn` over `items` with at most `limit` in flight, keeping the results in order. */
+export async function mapLimit<T, R> (items: readonly T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
+  const out: R[] = new Array(items.length)
+  let next = 0
+  const worker = async (): Promise<void> => {
+    while (next < items.length) {
+      const i = next++
+      out[i] = await fn(items[i] as T)
+    }
+  }
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker))
+  return out
 }

@@ -74,6 +74,13 @@ export async function main (argv: string[], io: Io = defaultIo()): Promise<numbe
     if (err instanceof ConfigError) { io.stderr.write(`tokenline: ${err.message}\n`); return 2 }
     const code = (err as { code?: string }).code
     if (typeof code === 'string' && code.startsWith('SQLITE_')) { io.stderr.write(`tokenline: database error (${code})\n`); return 1 }
+    // A TOKENLINE_DB whose directory cannot be created (a parent is a file, no permission, read-only
+    // file system) is a bad setting, not a crash: one line instead of a stack trace.
+    const path = (err as { path?: unknown }).path
+    if (typeof code === 'string' && typeof path === 'string' && /^E[A-Z]+$/.test(code)) {
+      io.stderr.write(`tokenline: cannot use ${JSON.stringify(path)} (${code})\n`)
+      return 1
+    }
     throw err
   }
 }

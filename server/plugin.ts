@@ -13,6 +13,7 @@ import { metadataRoutes } from './metadata-route.js'
 import { ConfigError, resolveOptions, type Algorithm, type TokenlineOptions } from './options.js'
 import { watchKeys } from './key-rotation.js'
 import { opsRoutes } from './ops-routes.js'
+import { registerOpenApi } from './openapi.js'
 import { createPasswords } from './passwords.js'
 import { createGate } from './argon2-gate.js'
 import { registerThrottles } from './throttle.js'
@@ -106,6 +107,8 @@ const tokenline: FastifyPluginAsync<TokenlinePluginOptions> = async (fastify, ra
     // Before any route, so that they reach every Tokenline route: the check for keys rotated by
     // another process, and the metrics hooks (with /healthz and /metrics).
     child.addHook('onRequest', await watchKeys(tl))
+    // Before every route: @fastify/swagger collects them as they are added.
+    await registerOpenApi(child, tl)
     await opsRoutes(child, tl)
 
     await child.register(async (tokenScope: FastifyInstance) => {

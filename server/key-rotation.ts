@@ -29,9 +29,11 @@ export interface Rotation {
  * client's override), plus the interval in which a running server may still sign with it before it
  * notices the rotation, plus a margin.
  */
-export async function rotateKeys (store: Store, opts: Pick<ResolvedOptions, 'algorithm' | 'accessTokenTtl'>, now: number): Promise<Rotation> {
+export async function rotateKeys (store: Store, opts: Pick<ResolvedOptions, 'algorithm' | 'accessTokenTtl'>, now: number, { dropOld = false } = {}): Promise<Rotation> {
   const longest = Math.max(opts.accessTokenTtl, (await store.longestClientAccessTtl()) ?? 0)
-  const retiredUntil = now + (longest + RETIRE_MARGIN_S) * 1000 + KEY_CHECK_INTERVAL_MS
+  // dropOld (a key that may have leaked): unpublished at once, so every token it signed stops
+  // verifying as soon as resource servers refetch the JWKS; clients refresh to get new ones.
+  const retiredUntil = dropOld ? now : now + (longest + RETIRE_MARGIN_S) * 1000 + KEY_CHECK_INTERVAL_MS
   const k = generateKey(opts.algorithm)
   const retired = await store.rotateSigningKey({ kid: k.kid, alg: k.alg, private_pem: k.privatePem, public_jwk: JSON.stringify(k.publicJwk) }, now, retiredUntil)
   return { key: { kid: k.kid, alg: k.alg }, retired, retiredUntil }

@@ -169,3 +169,22 @@ t.test('tokenline keys rotate and keys list against a running server', async (t)
   t.equal(bad.code, 2)
   t.match(bad.stderr, /^tokenline: usage: tokenline keys rotate \| keys list\n$/)
 })
+
+t.test('keys rotate --drop-old: a possibly leaked key leaves the JWKS at once', async (t) => {
+  const h = await build(t)
+  const before = await h.login()
+  const oldKid = decodeJwt(before.access_token).header.kid as string
+  const r = await rotateKeys(h.app.tokenline.store, h.app.tokenline.opts, h.clock.now(), { dropOld: true })
+  const set = await jwks(h)
+  t.same(set.keys.map((k) => k.kid), [r.key.kid], 'only the new key is published')
+  await t.rejects(verifyAt(h, before.access_token, set), { code: 'ERR_JWKS_NO_MATCHING_KEY' }, 'tokens of the dropped key no longer verify')
+  h.clock.advance(KEY_CHECK_INTERVAL_MS / 1000)
+  await h.app.inject({ method: 'GET', url: '/healthz' })
+  t.throws(() => h.app.tokenline.verify(before.access_token), 'the server itself refuses them too once it has reloaded')
+  const refreshed = await h.token({ grant_type: 'refresh_token', client_id: 'cli', refresh_token: before.refresh_token as string })
+  t.equal(decodeJwt(refreshed.json().access_token).header.kid, r.key.kid, 'a refresh gets a token of the new key')
+  t.not(oldKid, r.key.kid)
+
+  const cli = await runCli(['keys', 'rotate', '--drop-old', 'extra'], { env: { TOKENLINE_DB: h.dbFile } })
+  t.equal(cli.code, 2, 'extra arguments refused')
+})

@@ -28,7 +28,8 @@ const USAGE = `usage: tokenline <command>
                                          the audit trail, oldest first
   prune                                  delete expired sessions with their lineage, and old security events
   unlock <username>                      end a password back-off now (clears the account's failed logins)
-  keys rotate                            new signing key; the old one stays in the JWKS until its tokens expire
+  keys rotate [--drop-old]               new signing key; the old one stays in the JWKS until its tokens expire
+                                         (--drop-old: unpublish it now, for a key that may have leaked)
   keys list
   backup <file> [--force]                online backup of the live database (safe while servers run)
 

@@ -167,7 +167,7 @@ t.test('tokenline keys rotate and keys list against a running server', async (t)
 
   const bad = await runCli(['keys', 'spin'], { env })
   t.equal(bad.code, 2)
-  t.match(bad.stderr, /^tokenline: usage: tokenline keys rotate \| keys list\n$/)
+  t.match(bad.stderr, /^tokenline: usage: tokenline keys rotate \[--drop-old\] \| keys list\n$/)
 })
 
 t.test('keys rotate --drop-old: a possibly leaked key leaves the JWKS at once', async (t) => {

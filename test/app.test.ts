@@ -8,6 +8,7 @@ import t from 'tap'
 import type { Test } from 'tap'
 import tokenline, { type TokenlinePluginOptions } from '../server/plugin.js'
 import { build, CHEAP_ARGON2, form, PASSWORD, type TokenBody } from './helpers.js'
+import { tempDir } from './processes.js'
 
 const LOGIN = { grant_type: 'password', username: 'alice', password: PASSWORD }
 
@@ -47,7 +48,7 @@ async function hostApp (t: Test, setup: (app: FastifyInstance) => void, options:
   setup(app)
   app.post('/echo', async (request) => ({ got: request.body }))
   app.get('/boom', async () => { throw new Error('boom') })
-  await app.register(tokenline, { database: join(t.testdir({}), 'tokenline.db'), argon2: CHEAP_ARGON2, logEvents: false, ...options })
+  await app.register(tokenline, { database: join(tempDir(t), 'tokenline.db'), argon2: CHEAP_ARGON2, logEvents: false, ...options })
   // Routes added after the plugin are the host's too.
   app.post('/later', async (request) => ({ got: request.body }))
   await app.ready()
@@ -125,7 +126,7 @@ t.test('bad options are refused at register, naming the option', async (t) => {
   for (const [label, options, message] of cases) {
     const app = Fastify()
     t.teardown(() => app.close())
-    const dir = t.testdir({})
+    const dir = tempDir(t)
     await t.rejects(
       (async () => {
         await app.register(tokenline, { database: join(dir, 'x.db'), ...options } as TokenlinePluginOptions)

@@ -8,7 +8,7 @@ import { spawn, spawnSync } from 'node:child_process'
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import t from 'tap'
-import { cleanEnv, ROOT, startServer } from './processes.js'
+import { cleanEnv, ROOT, startServer, tempDir } from './processes.js'
 
 const README = readFileSync(join(ROOT, 'README.md'), 'utf8')
 
@@ -67,7 +67,7 @@ t.test('README: the curl session works as written', { skip }, async (t) => {
   t.ok(expected.length >= 4, 'the recipe states what it prints')
   t.notMatch(script, /\/dev\/stderr/, 'no /dev/stderr: it cannot be opened when stderr is a socket')
 
-  const env = { TOKENLINE_DB: join(t.testdir({}), 'tokenline.db'), npm_config_update_notifier: 'false' }
+  const env = { TOKENLINE_DB: join(tempDir(t), 'tokenline.db'), npm_config_update_notifier: 'false' }
   // Exactly the Quick start's commands (npx tokenline, password piped on stdin), on the test's database.
   const setup = quickStartSetup()
   t.match(setup, /npx tokenline client add cli/, 'the Quick start creates the curl client')

@@ -9,7 +9,7 @@ import { existsSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import t from 'tap'
 import { build, decodeJwt, form, PASSWORD, type Harness, type TokenBody } from './helpers.js'
-import { runCli, startServer } from './processes.js'
+import { runCli, startServer, tempDir } from './processes.js'
 
 const LOGIN = { grant_type: 'password', client_id: 'cli', username: 'alice' }
 
@@ -204,7 +204,7 @@ t.test('hashes are re-made with the configured parameters on the next successful
 })
 
 t.test('production argon2id parameters: a user created by the CLI with default settings', async (t) => {
-  const dir = t.testdir({})
+  const dir = tempDir(t)
   const db = join(dir, 'prod.db')
   const add = async (name: string): Promise<void> => {
     const r = await runCli(['user', 'add', name], { env: { TOKENLINE_DB: db }, input: 'a perfectly fine password\n' })
@@ -223,7 +223,7 @@ t.test('production argon2id parameters: a user created by the CLI with default s
 })
 
 t.test('canary: neither the password nor the refresh token reaches the database, the WAL or the logs', async (t) => {
-  const dir = t.testdir({})
+  const dir = tempDir(t)
   const db = join(dir, 'canary.db')
   const canary = 'CANARY-' + randomBytes(12).toString('hex')
   const cli = await runCli(['user', 'add', 'alice'], { env: { TOKENLINE_DB: db, TOKENLINE_ARGON2_MEMORY: '1024', TOKENLINE_ARGON2_TIME: '1' }, input: canary + '\n' })

@@ -3,7 +3,8 @@
  * They run dist/ (npm test builds it first; when running tap directly, `npm run build` before).
  */
 import { spawn } from 'node:child_process'
-import { existsSync } from 'node:fs'
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import type { Test } from 'tap'
@@ -98,4 +99,16 @@ export async function mapLimit<T, R> (items: readonly T[], limit: number, fn: (i
   }
   await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker))
   return out
+}
+
+/**
+ * A fresh directory of its own under the OS temp dir, removed at teardown. Unlike t.testdir(), whose
+ * path is derived from the test's name, two runs of the suite at once (or two calls in one test)
+ * never share or wipe each other's database files.
+ */
+export function tempDir (t: Test, files: Record<string, string> = {}): string {
+  const dir = mkdtempSync(join(tmpdir(), 'tokenline-test-'))
+  for (const [name, content] of Object.entries(files)) writeFileSync(join(dir, name), content)
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  return dir
 }

@@ -19,8 +19,15 @@ export function registerParsers (app: FastifyInstance, bodyLimit: number): void 
     }
   })
 
-  app.addContentTypeParser('application/json', { parseAs: 'string', bodyLimit }, (_request, body, done) => {
+  app.addContentTypeParser('application/json', { parseAs: 'string', bodyLimit }, (request, body, done) => {
     let parsed: unknown
+    try {
+      // RFC 8259 §8.1: JSON exchanged between systems is UTF-8, whatever the label says otherwise.
+      checkCharset(request)
+    } catch (err) {
+      done(err as Error, undefined)
+      return
+    }
     try {
       parsed = JSON.parse(body as string)
     } catch {

@@ -1,6 +1,7 @@
 export { default, default as tokenline, errorHandler } from './plugin.js'
 export type { TokenlinePluginOptions } from './plugin.js'
 export type { TokenlineOptions, Algorithm, Policy } from './options.js'
+export { ConfigError, SETTINGS } from './options.js'
 export { OAuthError } from './errors.js'
 export type { OAuthErrorCode, GrantReason } from './errors.js'
 export type { Tokenline } from './context.js'

@@ -248,7 +248,7 @@ export async function registerOpenApi (app: FastifyInstance, tl: Tokenline): Pro
   await app.register(swagger, {
     decorator: 'tokenlineOpenapi',
     openapi: {
-      openapi: '3.0.3',
+      openapi: '3.1.0',
       info: {
         title: 'Tokenline',
         description: 'OAuth2-style token endpoint for first-party apps: password and rotating refresh-token grants.',

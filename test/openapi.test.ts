@@ -52,7 +52,7 @@ function bodyProperties (schema: Record<string, unknown>): Set<string> {
 t.test('every Tokenline route is in the document, with a summary and its responses', async (t) => {
   const { app: a, routes } = await app(t)
   const d = await doc(a)
-  t.equal(d.openapi, '3.0.3')
+  t.equal(d.openapi, '3.1.0')
   t.same(d.servers, [{ url: 'https://auth.example.com' }], 'server URL is the configured issuer')
 
   const ours = routes.filter((r) => r.url.startsWith(PREFIX) && r.method !== 'HEAD' && r.method !== 'OPTIONS' && r.url !== `${PREFIX}/openapi.json`)

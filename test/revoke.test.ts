@@ -224,6 +224,11 @@ t.test('routes follow the plugin prefix, and the cookie path with them', async (
   const h = await build(t, { prefix: '/auth' })
   const login = await h.app.inject({ method: 'POST', url: '/auth/token', payload: { grant_type: 'password', client_id: 'cli', username: 'alice', password: 'correct horse battery staple' } })
   const rt = login.json().refresh_token as string
+  const at = login.json().access_token as string
+  const listed = await sessionsApi(h, 'GET', '/auth/sessions', at)
+  t.equal(listed.statusCode, 200, 'the sessions API is under the prefix too')
+  t.equal(listed.json().sessions.length, 1)
+  t.equal((await sessionsApi(h, 'GET', '/sessions', at)).statusCode, 404, 'and not outside it')
   const res = await post(h, '/auth/token/revoke', { client_id: 'cli', token: rt })
   t.equal(res.statusCode, 200)
   t.match(refreshSetCookie(res), /Path=\/auth\/token/)

@@ -64,7 +64,9 @@ t.test('SIGTERM under load: in-flight requests finish, exit 0, database closed c
   // a response is one the server holds. (A connection still in the kernel's accept queue when the
   // listener closes is refused, like any request after shutdown: not a cut-off.)
   const received = (): number => (server.output().match(/"msg":"incoming request"/g) ?? []).length
-  while (received() < all.length) await new Promise((resolve) => setTimeout(resolve, 5))
+  const deadline = Date.now() + 60_000
+  while (received() < all.length && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 5))
+  t.equal(received(), all.length, 'the server logged every request as received')
   let answered = 0
   for (const s of all) s.outcome.then(() => { answered++ }, () => {})
   await new Promise((resolve) => setImmediate(resolve))

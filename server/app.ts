@@ -1,6 +1,7 @@
 import fastifyStatic from '@fastify/static'
 import Fastify, { type FastifyInstance } from 'fastify'
 import { existsSync } from 'node:fs'
+import type { Socket } from 'node:net'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import tokenline from './plugin.js'
@@ -25,6 +26,27 @@ export const STATIC_HEADERS: Readonly<Record<string, string>> = {
   'cache-control': 'no-cache'
 }
 
+const CLIENT_ERRORS: Record<string, [number, string, string]> = {
+  ERR_HTTP_REQUEST_TIMEOUT: [408, 'Request Timeout', 'request timed out'],
+  HPE_HEADER_OVERFLOW: [431, 'Request Header Fields Too Large', 'request headers too large']
+}
+
+/**
+ * Malformed HTTP (bad chunking, Content-Length with Transfer-Encoding, a body cut short) never reaches
+ * a route, so Fastify would answer it in its own shape. It gets the RFC 6749 §5.2 shape and no-store
+ * headers like every other refusal, and the connection is closed.
+ */
+export function clientErrorHandler (err: NodeJS.ErrnoException, socket: Socket): void {
+  if (err.code === 'ECONNRESET' || socket.destroyed) return
+  const [status, text, description] = CLIENT_ERRORS[err.code ?? ''] ?? [400, 'Bad Request', 'malformed http request']
+  const body = JSON.stringify({ error: 'invalid_request', error_description: description })
+  if (socket.writable) {
+    socket.write(`HTTP/1.1 ${status} ${text}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\n` +
+      `Cache-Control: no-store\r\nPragma: no-cache\r\nConnection: close\r\n\r\n${body}`)
+  }
+  socket.destroy()
+}
+
 /** public/ beside dist/ (built: dist/server/app.js) or beside server/ (run from source by tests). */
 function publicDir (): string | undefined {
   return ['../../public/', '../public/']
@@ -44,6 +66,7 @@ export async function buildServer (options: TokenlineOptions, server: Pick<Serve
     requestTimeout: 10_000,
     connectionTimeout: 30_000,
     keepAliveTimeout: 5_000,
+    clientErrorHandler,
     logger: server.logLevel === 'silent'
       ? false
       : {

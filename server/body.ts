@@ -12,7 +12,7 @@ export function registerParsers (app: FastifyInstance, bodyLimit: number): void 
 
   app.addContentTypeParser('application/x-www-form-urlencoded', { parseAs: 'string', bodyLimit }, (request, body, done) => {
     try {
-      checkCharset(request)
+      checkLabels(request)
       done(null, parseForm(body as string))
     } catch (err) {
       done(err as Error, undefined)
@@ -23,7 +23,7 @@ export function registerParsers (app: FastifyInstance, bodyLimit: number): void 
     let parsed: unknown
     try {
       // RFC 8259 §8.1: JSON exchanged between systems is UTF-8, whatever the label says otherwise.
-      checkCharset(request)
+      checkLabels(request)
     } catch (err) {
       done(err as Error, undefined)
       return
@@ -47,7 +47,18 @@ export function registerParsers (app: FastifyInstance, bodyLimit: number): void 
   })
 }
 
-function checkCharset (request: FastifyRequest): void {
+/**
+ * A compressed body is refused rather than inflated (no decompression bombs) or read as if it were
+ * plain (RFC 9110 §8.4: a server must not ignore a content coding it does not apply).
+ */
+function checkEncoding (request: FastifyRequest): void {
+  const enc = request.headers['content-encoding']
+  if (enc !== undefined && enc.trim().toLowerCase() !== 'identity') throw invalidRequest('compressed bodies are not supported')
+}
+
+/** The body's labels: no content coding, and UTF-8 if a charset is given. */
+function checkLabels (request: FastifyRequest): void {
+  checkEncoding(request)
   const ct = request.headers['content-type'] ?? ''
   const m = /;\s*charset\s*=\s*"?([^";\s]+)/i.exec(ct)
   if (m?.[1] !== undefined && m[1].toLowerCase() !== 'utf-8' && m[1].toLowerCase() !== 'utf8') throw invalidRequest('only UTF-8 bodies are supported')

@@ -5,11 +5,17 @@
  * and must leave the sessions and the token lineage exactly as they were.
  */
 import Database from 'better-sqlite3'
-import type { LightMyRequestResponse } from 'fastify'
+import type { FastifyInstance, LightMyRequestResponse } from 'fastify'
+import { connect } from 'node:net'
+import { join } from 'node:path'
+import { gzipSync } from 'node:zlib'
 import t from 'tap'
 import type { Test } from 'tap'
-import { newRefreshToken } from '../server/refresh-tokens.js'
-import { build, decodeJwt, form, PASSWORD, type Harness, type TokenBody } from './helpers.js'
+import { buildServer } from '../server/app.js'
+import { createPasswords } from '../server/passwords.js'
+import { newRefreshToken, randomId } from '../server/refresh-tokens.js'
+import { build, CHEAP_ARGON2, decodeJwt, form, PASSWORD, type Harness, type TokenBody } from './helpers.js'
+import { tempDir } from './processes.js'
 
 const FORM = 'application/x-www-form-urlencoded'
 const LOGIN = { grant_type: 'password', client_id: 'cli', username: 'alice', password: PASSWORD }
@@ -370,4 +376,87 @@ t.test('every success and error carries no-store headers (RFC 6749 §5.1)', asyn
   t.match(ok.headers['content-type'], /^application\/json; charset=utf-8/)
   const bad = await h.token({ ...LOGIN, password: 'wrong' })
   assertRefused(t, bad, 400, 'invalid_grant')
+})
+
+/** Writes raw bytes to the server and collects everything it answers until it closes or goes quiet. */
+async function raw (port: number, data: string | Buffer, opts: { halfClose?: boolean } = {}): Promise<string> {
+  return await new Promise((resolve) => {
+    const socket = connect(port, '127.0.0.1', () => {
+      socket.write(data)
+      if (opts.halfClose === true) socket.end()
+    })
+    let out = ''
+    const done = (): void => { clearTimeout(timer); socket.destroy(); resolve(out) }
+    const timer = setTimeout(done, 3000)
+    socket.on('data', (d: Buffer) => { out += d.toString('latin1') })
+    socket.on('close', done)
+    socket.on('error', done)
+  })
+}
+
+/** Splits a raw HTTP/1.1 response into status, lower-cased headers and body. */
+function parseResponse (text: string): { status: number, headers: Record<string, string>, body: string } {
+  const [head = '', ...rest] = text.split('\r\n\r\n')
+  const [statusLine = '', ...lines] = head.split('\r\n')
+  const headers: Record<string, string> = {}
+  for (const l of lines) {
+    const i = l.indexOf(':')
+    headers[l.slice(0, i).trim().toLowerCase()] = l.slice(i + 1).trim()
+  }
+  return { status: Number(statusLine.split(' ')[1]), headers, body: rest.join('\r\n\r\n') }
+}
+
+t.test('HTTP framing on a real socket (standalone server)', async (t) => {
+  const app: FastifyInstance = await buildServer({ database: join(tempDir(t), 'tokenline.db'), argon2: CHEAP_ARGON2, logEvents: false }, { trustProxy: false, logLevel: 'silent' })
+  t.teardown(() => app.close())
+  await app.tokenline.store.createUser({ id: randomId(), username: 'alice', password_hash: await createPasswords(CHEAP_ARGON2).hash(PASSWORD), now: Date.now() })
+  await app.tokenline.store.createClient({ id: 'cli', secret_digest: null, delivery: 'body', grants: 'password refresh_token', scopes: '', origins: '', access_ttl: null, idle_ttl: null, session_ttl: null, now: Date.now() })
+  await app.listen({ port: 0, host: '127.0.0.1' })
+  const port = (app.server.address() as { port: number }).port
+  const login = form(LOGIN)
+  const head = (extra: string): string => `POST /token HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: ${FORM}\r\n${extra}\r\n`
+  const chunked = (body: string, chunk = 16): string => {
+    let out = ''
+    for (let i = 0; i < body.length; i += chunk) { const c = body.slice(i, i + chunk); out += `${c.length.toString(16)}\r\n${c}\r\n` }
+    return out + '0\r\n\r\n'
+  }
+
+  // node-oidc-provider "can use transfer-encoding: chunked": no Content-Length, within the limit.
+  const ok = parseResponse(await raw(port, head('Transfer-Encoding: chunked\r\nConnection: close\r\n') + chunked(login)))
+  t.equal(ok.status, 200, 'a chunked login works')
+  t.type((JSON.parse(ok.body) as TokenBody).access_token, 'string')
+
+  /** A refused request: a controlled 4xx in RFC 6749 shape with no-store, or a closed connection; never a token. */
+  const refused = (label: string, text: string, opts: { mayBeSilent?: boolean } = {}): void => {
+    t.notMatch(text, TOKENISH, `${label}: no token`)
+    t.notMatch(text, /"statusCode"|"message"/, `${label}: not Fastify's error shape`)
+    if (text === '' && opts.mayBeSilent === true) return
+    const r = parseResponse(text)
+    t.ok(r.status >= 400 && r.status < 500, `${label}: a 4xx (got ${r.status})`)
+    t.equal((JSON.parse(r.body) as { error?: string }).error, 'invalid_request', `${label}: invalid_request`)
+    t.match(r.headers['cache-control'], /no-store/, `${label}: no-store`)
+    t.equal(r.headers.pragma, 'no-cache', `${label}: pragma no-cache`)
+  }
+  const limit = app.tokenline.opts.bodyLimit
+  refused('chunked over the limit', await raw(port, head('Transfer-Encoding: chunked\r\nConnection: close\r\n') + chunked(login + '&pad=' + 'x'.repeat(limit), 4096)))
+  // Request smuggling (ASVS 5.0 4.2.1): both framings at once.
+  refused('Content-Length with Transfer-Encoding', await raw(port, head(`Content-Length: ${login.length}\r\nTransfer-Encoding: chunked\r\n`) + chunked(login)))
+  refused('a malformed chunk size', await raw(port, head('Transfer-Encoding: chunked\r\n') + 'zz\r\nabc\r\n'))
+  refused('a header name with a space', await raw(port, head('Bad Header: x\r\n')))
+  refused('Content-Length larger than the body', await raw(port, head('Content-Length: 1000\r\n') + login, { halfClose: true }), { mayBeSilent: true })
+  refused('Content-Length of 99999999', await raw(port, head('Content-Length: 99999999\r\nConnection: close\r\n') + 'abc'))
+  // The rest of the body is read as a next request, which is garbage.
+  const short = await raw(port, head('Content-Length: 10\r\n') + login)
+  t.notMatch(short, TOKENISH, 'Content-Length shorter than the body: no token')
+  t.notMatch(short, /^HTTP\/1\.1 5/m, 'Content-Length shorter than the body: no 5xx')
+  t.notMatch(short, /"statusCode"/, "Content-Length shorter than the body: not Fastify's error shape")
+  // A compressed body is neither inflated (no decompression bomb) nor read as if it were plain.
+  const gz = gzipSync(login)
+  refused('Content-Encoding: gzip', await raw(port, Buffer.concat([Buffer.from(head(`Content-Encoding: gzip\r\nContent-Length: ${gz.length}\r\nConnection: close\r\n`)), gz])))
+  refused('Content-Encoding: gzip on a plain body', await raw(port, head(`Content-Encoding: gzip\r\nContent-Length: ${login.length}\r\nConnection: close\r\n`) + login))
+  refused('Content-Encoding: br', await raw(port, head(`Content-Encoding: br\r\nContent-Length: ${login.length}\r\nConnection: close\r\n`) + login))
+
+  // The server is still healthy after all that.
+  const again = parseResponse(await raw(port, head(`Content-Length: ${login.length}\r\nConnection: close\r\n`) + login))
+  t.equal(again.status, 200, 'a normal login still works')
 })

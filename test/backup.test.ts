@@ -98,6 +98,11 @@ t.test('tokenline backup refuses to overwrite, and other bad input, with one lin
   t.equal((copy.prepare('SELECT count(*) AS n FROM users').get() as { n: number }).n, 1, 'the forced backup replaced it')
   copy.close()
 
+  writeFileSync(`${target}-wal`, 'stale')
+  const stale = await runCli(['backup', target, '--force'], { env })
+  t.equal(stale.code, 1, 'a -wal beside the target would be replayed into the new copy: refused')
+  t.match(stale.stderr, /^tokenline: .*copy\.db-wal exists: .* is open or was not closed cleanly; move it away first\n$/)
+
   const usage = await runCli(['backup'], { env })
   t.equal(usage.code, 2)
   t.match(usage.stderr, /^tokenline: usage: tokenline backup <file> \[--force\]\n$/)

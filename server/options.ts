@@ -130,6 +130,7 @@ type Kind =
   | { type: 'int', min: number, max: number, unit?: string }
   | { type: 'string', maxLength?: number, minLength?: number }
   | { type: 'url' }
+  | { type: 'host' }
   | { type: 'enum', values: readonly string[] }
   | { type: 'trustProxy' }
 
@@ -151,7 +152,7 @@ const DAY = 86400
 
 export const SETTINGS: readonly Setting[] = [
   { key: 'port', env: 'PORT', scope: 'server', kind: { type: 'int', min: 0, max: 65535 }, default: 3000, doc: 'TCP port of the standalone server' },
-  { key: 'host', env: 'HOST', scope: 'server', kind: { type: 'string', maxLength: 255 }, default: '127.0.0.1', doc: 'address the standalone server listens on' },
+  { key: 'host', env: 'HOST', scope: 'server', kind: { type: 'host' }, default: '127.0.0.1', doc: 'address the standalone server listens on (`0.0.0.0` or `::` for every interface)' },
   { key: 'database', env: 'TOKENLINE_DB', scope: 'plugin', kind: { type: 'string', maxLength: 4096 }, default: './data/tokenline.db', doc: 'SQLite database file, created with its directory on first start' },
   { key: 'issuer', env: 'TOKENLINE_ISSUER', scope: 'plugin', kind: { type: 'url' }, default: 'http://localhost:3000', doc: '`iss` of access tokens and base URL of the metadata; set it to the public https URL in production' },
   { key: 'audience', env: 'TOKENLINE_AUDIENCE', scope: 'plugin', kind: { type: 'string', maxLength: 2048 }, default: '', doc: '`aud` of access tokens (empty: the issuer)' },
@@ -193,6 +194,7 @@ export function describe (s: Setting): string {
       if (kind.minLength !== undefined) return `empty, or a string of at least ${kind.minLength} characters`
       return s.default === '' ? 'a string' : 'a non-empty string'
     case 'url': return 'an http(s) URL without credentials, query, fragment or trailing slash'
+    case 'host': return 'an IP address or a host name'
     case 'enum': return `one of ${kind.values.join(', ')}`
     case 'trustProxy': return 'off, on, a hop count, or comma-separated addresses/CIDRs'
   }
@@ -225,6 +227,9 @@ export function coerce (s: Setting, value: unknown, from: 'env' | 'option'): str
       if ((u.protocol !== 'https:' && u.protocol !== 'http:') || u.username !== '' || u.password !== '' || value.includes('?') || value.includes('#') || value.endsWith('/')) fail(s, from, value)
       return value
     }
+    case 'host':
+      if (typeof value !== 'string' || (isIP(value) === 0 && !HOST_NAME.test(value))) fail(s, from, value)
+      return value
     case 'enum':
       if (typeof value !== 'string' || !k.values.includes(value)) fail(s, from, value)
       return value
@@ -245,6 +250,9 @@ export function coerce (s: Setting, value: unknown, from: 'env' | 'option'): str
     }
   }
 }
+
+/** RFC 1123 host name: dot-separated labels of letters, digits and inner hyphens, 253 characters at most. */
+const HOST_NAME = /^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/
 
 const PROXY_NAMES = new Set(['loopback', 'linklocal', 'uniquelocal'])
 

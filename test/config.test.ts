@@ -50,6 +50,11 @@ function cases (s: Setting): Cases {
         good: k.values.map((v) => ({ env: v, option: v, expect: v })),
         bad: [{ env: 'nope', option: 'nope' }, { env: (k.values[0] ?? '').toUpperCase() + 'X', option: 1 }, { env: '', option: '' }]
       }
+    case 'host':
+      return {
+        good: ['127.0.0.1', '0.0.0.0', '::', '::1', 'localhost', 'tokenline.internal'].map((h) => ({ env: h, option: h, expect: h })),
+        bad: [{ env: 'http://0.0.0.0' }, { env: '0.0.0.0:3000' }, { env: '' }, { env: 'two words' }, { env: '-bad-.example' }, { env: 'x'.repeat(254) }]
+      }
     case 'trustProxy':
       return {
         good: [

@@ -139,6 +139,8 @@ t.test('JSON bodies: flat string objects accepted, anything else refused', async
   const h = await build(t)
   const ok = await post(h, JSON.stringify(LOGIN), { 'content-type': 'application/json' })
   t.equal(ok.statusCode, 200, 'a JSON login works')
+  const escaped = await post(h, JSON.stringify({ ...LOGIN, note: 'a "quoted" \\ value', 'odd"key': '{"x":"y"}' }), { 'content-type': 'application/json' })
+  t.equal(escaped.statusCode, 200, 'escaped quotes in keys and values are not mistaken for repeated keys')
   t.type((ok.json() as TokenBody).refresh_token, 'string')
 
   const verifies = countVerifies(h)
@@ -155,6 +157,8 @@ t.test('JSON bodies: flat string objects accepted, anything else refused', async
     ['malformed', '{"grant_type":'],
     ['empty', ''],
     ['duplicate key', `{"grant_type":"refresh_token","client_id":"cli","username":"alice","password":${JSON.stringify(PASSWORD)},"grant_type":"password"}`],
+    ['bracket syntax in a key', JSON.stringify({ ...LOGIN, 'username[$ne]': 'x' })],
+    ['duplicate key with escapes', `{"grant_type":"password","client_id":"cli","username":"alice","password":${JSON.stringify(PASSWORD)},"a\\"b":"x\\"y","a\\"b":"z"}`],
     ['nested __proto__', `{"grant_type":"password","client_id":"cli","username":"alice","password":${JSON.stringify(PASSWORD)},"__proto__":{"admin":"true"}}`]
   ]
   for (const [label, payload] of refused) {

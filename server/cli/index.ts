@@ -1,5 +1,4 @@
 import { ConfigError } from '../options.js'
-import { serve } from '../main.js'
 import { backupCommand } from './backup.js'
 import { clientCommand } from './clients.js'
 import { CliError, defaultIo, type Io } from './io.js'
@@ -60,6 +59,9 @@ export async function main (argv: string[], io: Io = defaultIo()): Promise<numbe
   }
   if (name === 'serve') {
     if (args.length > 0) { io.stderr.write('tokenline: serve takes no arguments; configure it with environment variables\n'); return 2 }
+    // Loaded only here: the server's modules (Fastify and its plugins) would add about half a second
+    // to every other command's start.
+    const { serve } = await import('../main.js')
     return await serve(io.env)
   }
   const command = COMMANDS[name]

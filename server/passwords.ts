@@ -11,6 +11,8 @@ export interface Passwords {
   /** Verifies against the stored hash; with `undefined` it verifies against a dummy hash of the same cost. */
   verify: (hash: string | undefined, password: string) => Promise<boolean>
   needsRehash: (hash: string) => boolean
+  /** Makes the dummy hash now, so even the first unknown user after a start costs one verify. */
+  prepare: () => Promise<void>
 }
 
 /**
@@ -38,7 +40,11 @@ export function createPasswords (params: Argon2Params, gate?: Gate): Passwords {
         return false
       }
     }),
-    needsRehash: (stored) => argon2.needsRehash(stored, options)
+    needsRehash: (stored) => argon2.needsRehash(stored, options),
+    async prepare () {
+      dummy ??= rawHash('tokenline dummy password, never matches')
+      await dummy
+    }
   }
 }
 

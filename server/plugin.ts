@@ -93,6 +93,7 @@ const tokenline: FastifyPluginAsync<TokenlinePluginOptions> = async (fastify, ra
     log: fastify.log
   }
   fastify.decorate('tokenline', tl)
+  await tl.passwords.prepare()
   const janitor = startJanitor(tl, fastify.log)
   fastify.decorate('tokenlineJanitor', janitor)
   fastify.addHook('onClose', async () => janitor.stop())

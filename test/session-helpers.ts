@@ -3,17 +3,11 @@
  * the refresh cookie, and the built CLI run as a child process on a test's database.
  */
 import type { LightMyRequestResponse } from 'fastify'
-import { spawn } from 'node:child_process'
-import { existsSync } from 'node:fs'
-import { dirname, join } from 'node:path'
-import { fileURLToPath } from 'node:url'
 import { COOKIE_NAME } from '../server/issue.js'
+import { runCli, type Run } from './processes.js'
 import { BROWSER_UA, decodeJwt, form, ORIGIN, PASSWORD, type Harness, type TokenBody } from './helpers.js'
 
 export { COOKIE_NAME }
-
-export const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..')
-export const CLI = join(ROOT, 'bin', 'tokenline.js')
 
 /** What a same-origin fetch() from the demo SPA at http://localhost:3000 sends. */
 export const SAME_ORIGIN = { origin: ORIGIN, 'sec-fetch-site': 'same-origin', 'sec-fetch-mode': 'cors', 'sec-fetch-dest': 'empty', 'user-agent': BROWSER_UA }
@@ -65,33 +59,10 @@ export async function sessionsApi (h: Harness, method: 'GET' | 'DELETE', url: st
   return await h.app.inject({ method, url, headers: accessToken === undefined ? {} : { authorization: `Bearer ${accessToken}` } })
 }
 
-export interface Run { code: number | null, stdout: string, stderr: string }
+export { ROOT, cleanEnv } from './processes.js'
+export type { Run }
 
-/** The environment without any TOKENLINE_* / PORT / HOST the developer may have set, plus `extra`. */
-export function cleanEnv (extra: Record<string, string>): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = {}
-  for (const [k, v] of Object.entries(process.env)) {
-    if (!k.startsWith('TOKENLINE_') && k !== 'PORT' && k !== 'HOST') env[k] = v
-  }
-  return { ...env, ...extra }
-}
-
-/** Runs the built CLI (`node bin/tokenline.js ...args`) on `dbFile` to completion. */
+/** Runs the built CLI (`node bin/tokenline.js ...args`) on `dbFile`, with cheap argon2, to completion. */
 export async function tokenline (dbFile: string, args: string[], input = '', env: Record<string, string> = {}): Promise<Run> {
-  if (!existsSync(join(ROOT, 'dist', 'server', 'cli', 'index.js'))) throw new Error('dist/ is missing: run npm run build first')
-  return await new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [CLI, ...args], {
-      env: cleanEnv({ TOKENLINE_DB: dbFile, TOKENLINE_ARGON2_MEMORY: '1024', TOKENLINE_ARGON2_TIME: '1', ...env }),
-      cwd: ROOT,
-      stdio: ['pipe', 'pipe', 'pipe']
-    })
-    let stdout = ''
-    let stderr = ''
-    child.stdout.setEncoding('utf8').on('data', (d: string) => { stdout += d })
-    child.stderr.setEncoding('utf8').on('data', (d: string) => { stderr += d })
-    child.on('error', reject)
-    child.on('close', (code) => resolve({ code, stdout, stderr }))
-    child.stdin.on('error', () => {})
-    child.stdin.end(input)
-  })
+  return await runCli(args, { env: { TOKENLINE_DB: dbFile, TOKENLINE_ARGON2_MEMORY: '1024', TOKENLINE_ARGON2_TIME: '1', ...env }, input })
 }

@@ -333,6 +333,7 @@ if (!existsSync(CHROMIUM)) {
     ])
     t.equal(revoke.status(), 200, 'POST /token/revoke answered 200')
     for (const p of tabs) await state(p, 'signed-out')
+    // state() waits for the signed-out form and fails the test on timeout: reaching here is the assertion.
     t.pass('every tab shows the login form')
     t.same((await context.cookies(`${base}/token`)).filter((c) => c.name === COOKIE), [], 'the refresh cookie is cleared')
 
@@ -356,6 +357,7 @@ if (!existsSync(CHROMIUM)) {
     await p.goto(`http://127.0.0.1:${port}/`)
     await state(p, 'signed-out')
     await p.waitForFunction(() => /open http:\/\/localhost:\d+\/ to sign in/.test(document.getElementById('status')?.textContent ?? ''))
+    // waitForFunction throws on timeout: reaching here is the assertion.
     t.pass('the page says which origin to open')
     await p.fill('#username', 'alice')
     await p.fill('#password', PASSWORD)

@@ -72,6 +72,7 @@ for (const alg of ['ES256', 'EdDSA', 'RS256'] as Algorithm[]) {
     t.equal(decodeJwt(after.access_token).header.kid, rotation.key.kid, 'new tokens carry the new kid')
     await verifyAt(h, after.access_token, both)
     await verifyAt(h, before.access_token, both)
+    // verifyAt (jose's jwtVerify) throws on any failure: reaching here is the assertion.
     t.pass('the pre-rotation token still verifies against the JWKS')
     const viaRefresh = await h.token({ grant_type: 'refresh_token', client_id: 'cli', refresh_token: before.refresh_token as string })
     t.equal(decodeJwt(viaRefresh.json().access_token).header.kid, rotation.key.kid, 'refreshes sign with the new key too')
@@ -101,6 +102,7 @@ t.test('the retired key stays as long as the longest per-client access-token lif
   t.equal(r.retiredUntil, h.clock.now() + (3600 + RETIRE_MARGIN_S) * 1000 + KEY_CHECK_INTERVAL_MS, 'the client override wins over the server setting')
   h.clock.advance(3599)
   await verifyAt(h, token, await jwks(h))
+  // verifyAt throws on any failure: reaching here is the assertion.
   t.pass('a 1-hour token of that client verifies until its exp')
 })
 

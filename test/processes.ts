@@ -28,11 +28,10 @@ export function cleanEnv (extra: Record<string, string>): NodeJS.ProcessEnv {
 
 export interface Run { code: number | null, stdout: string, stderr: string }
 
-/** Runs `node bin/tokenline.js ...args` to completion, with `input` on stdin. */
-export async function runCli (args: string[], opts: { env: Record<string, string>, input?: string, cwd?: string }): Promise<Run> {
-  if (!existsSync(join(ROOT, 'dist', 'server', 'cli', 'index.js'))) throw new Error('dist/ is missing: run npm run build first')
+/** Runs `command args` to completion with `input` on stdin, collecting its output. */
+export async function run (command: string, args: string[], opts: { env: NodeJS.ProcessEnv, cwd: string, input: string }): Promise<Run> {
   return await new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [CLI, ...args], { env: cleanEnv(opts.env), cwd: opts.cwd ?? ROOT, stdio: ['pipe', 'pipe', 'pipe'] })
+    const child = spawn(command, args, { env: opts.env, cwd: opts.cwd, stdio: ['pipe', 'pipe', 'pipe'] })
     let stdout = ''
     let stderr = ''
     child.stdout.setEncoding('utf8').on('data', (d: string) => { stdout += d })
@@ -40,8 +39,14 @@ export async function runCli (args: string[], opts: { env: Record<string, string
     child.on('error', reject)
     child.on('close', (code) => resolve({ code, stdout, stderr }))
     child.stdin.on('error', () => {}) // the command may exit before reading stdin
-    child.stdin.end(opts.input ?? '')
+    child.stdin.end(opts.input)
   })
+}
+
+/** Runs `node bin/tokenline.js ...args` to completion, with `input` on stdin. */
+export async function runCli (args: string[], opts: { env: Record<string, string>, input?: string, cwd?: string }): Promise<Run> {
+  if (!existsSync(join(ROOT, 'dist', 'server', 'cli', 'index.js'))) throw new Error('dist/ is missing: run npm run build first')
+  return await run(process.execPath, [CLI, ...args], { env: cleanEnv(opts.env), cwd: opts.cwd ?? ROOT, input: opts.input ?? '' })
 }
 
 export interface Server {

@@ -3,10 +3,10 @@
  * `<!-- name:start -->` and `<!-- name:end -->` markers, its expected output (the `# ...` comment
  * lines that follow its commands), and bash to run it with real curl against the real server.
  */
-import { spawn, spawnSync } from 'node:child_process'
+import { spawnSync } from 'node:child_process'
 import { readFileSync } from 'node:fs'
 import { dirname, join } from 'node:path'
-import { cleanEnv, ROOT, type Run } from './processes.js'
+import { cleanEnv, ROOT, run, type Run } from './processes.js'
 
 export const README = readFileSync(join(ROOT, 'README.md'), 'utf8')
 
@@ -44,18 +44,6 @@ export const skipWithoutCurl: string | false = spawnSync('curl', ['--version']).
  * recipes' json helper and npx), and none of the developer's TOKENLINE_* settings.
  */
 export async function runBash (script: string, opts: { env: Record<string, string>, cwd?: string }): Promise<Run> {
-  return await new Promise((resolve, reject) => {
-    const child = spawn('bash', ['-s'], {
-      cwd: opts.cwd ?? ROOT,
-      env: cleanEnv({ ...opts.env, PATH: `${dirname(process.execPath)}:${process.env.PATH ?? ''}` }),
-      stdio: ['pipe', 'pipe', 'pipe']
-    })
-    let stdout = ''
-    let stderr = ''
-    child.stdout.setEncoding('utf8').on('data', (d: string) => { stdout += d })
-    child.stderr.setEncoding('utf8').on('data', (d: string) => { stderr += d })
-    child.on('error', reject)
-    child.on('close', (code) => resolve({ code, stdout, stderr }))
-    child.stdin.end(script)
-  })
+  const env = cleanEnv({ ...opts.env, PATH: `${dirname(process.execPath)}:${process.env.PATH ?? ''}` })
+  return await run('bash', ['-s'], { env, cwd: opts.cwd ?? ROOT, input: script })
 }

@@ -2,7 +2,7 @@
 // dist/ modules (the code the server runs), with no HTTP. run.js starts this in a child process on
 // the server's core and reads one JSON line from stdout.
 //
-//   S  sign:     fast-jwt ES256 sync signer built by server/keys.ts, claims shaped like issue.ts
+//   S  sign:     fast-jwt ES256 sync signer built by server/tokens/signing-keys.ts, claims shaped like server/tokens/response.ts
 //   T  rotation: store.refresh() with the real decide(), one BEGIN IMMEDIATE transaction per call,
 //                on a real SQLite file with the server's pragmas; plus the token crypto around it
 //   A  argon2:   verify latency at the production parameters (m=19456, t=2, p=1)
@@ -11,14 +11,14 @@
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { openDatabase } from '../dist/db/database.js'
-import { createStore } from '../dist/db/store.js'
+import { openDatabase } from '../dist/db/sqlite/database.js'
+import { createStore } from '../dist/db/sqlite/store.js'
 import { decide } from '../dist/server/grants/refresh-token.js'
-import { generateKey, makeSigner } from '../dist/server/keys.js'
+import { generateKey, makeSigner } from '../dist/server/tokens/signing-keys.js'
 import { resolveOptions } from '../dist/server/options.js'
-import { createPasswords } from '../dist/server/passwords.js'
-import { digest, isWellFormedRefreshToken, newRefreshToken, randomId, sealSuccessor } from '../dist/server/refresh-tokens.js'
-import { grantScope } from '../dist/server/scope.js'
+import { createPasswords } from '../dist/server/security/passwords.js'
+import { digest, isWellFormedRefreshToken, newRefreshToken, randomId, sealSuccessor } from '../dist/server/tokens/refresh-format.js'
+import { grantScope } from '../dist/server/tokens/scope.js'
 
 const ARGON2_PARAMS = { memoryCost: 19456, timeCost: 2, parallelism: 1 }
 const ms = Number(process.env.BENCH_PRIMITIVE_MS ?? 1500)
@@ -124,7 +124,7 @@ async function rotationPrimitive () {
 async function argon2Primitive () {
   const passwords = createPasswords(ARGON2_PARAMS)
   const hash = await passwords.hash('correct horse battery staple')
-  // The first verify also builds the dummy hash (server/passwords.ts); keep it out of the samples.
+  // The first verify also builds the dummy hash (server/security/passwords.ts); keep it out of the samples.
   for (let i = 0; i < 2; i++) await passwords.verify(hash, 'correct horse battery staple')
   const samples = []
   for (let i = 0; i < argonSamples; i++) {

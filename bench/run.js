@@ -4,7 +4,7 @@
 // (shared/reference/performance.md §8): absolute numbers from other machines are only anchors.
 //
 //   H         bare Fastify 5 `GET /` -> {"hello":"world"} (bench/hello-server.js), own process
-//   refresh   POST /token grant_type=refresh_token on `node dist/server/main.js`; every connection
+//   refresh   POST /token grant_type=refresh_token on `node dist/server/standalone/main.js`; every connection
 //             chains its own session: each request presents the token the previous response returned
 //   password  POST /token grant_type=password (argon2id m=19456,t=2,p=1), fewer connections
 //   S/T/A     sign ops/s, rotation transactions/s, argon2 verify latency (bench/primitives.js)
@@ -20,10 +20,10 @@ import { createServer } from 'node:net'
 import { availableParallelism, cpus, loadavg, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { openDatabase } from '../dist/db/database.js'
-import { createStore } from '../dist/db/store.js'
-import { createPasswords } from '../dist/server/passwords.js'
-import { randomId } from '../dist/server/refresh-tokens.js'
+import { openDatabase } from '../dist/db/sqlite/database.js'
+import { createStore } from '../dist/db/sqlite/store.js'
+import { createPasswords } from '../dist/server/security/passwords.js'
+import { randomId } from '../dist/server/tokens/refresh-format.js'
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url))
 const int = (name, dflt) => {
@@ -320,7 +320,7 @@ async function benchTokenline (dir) {
     TOKENLINE_ARGON2_PARALLELISM: String(ARGON2.parallelism)
   }
   const nodeArgs = PROFILE_DIR !== undefined ? ['--cpu-prof', `--cpu-prof-dir=${PROFILE_DIR}`] : []
-  const child = launch('tokenline server', [process.execPath, ...nodeArgs, 'dist/server/main.js'], env)
+  const child = launch('tokenline server', [process.execPath, ...nodeArgs, 'dist/server/standalone/main.js'], env)
   const base = `http://127.0.0.1:${port}`
   const out = {}
   try {

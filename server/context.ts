@@ -1,10 +1,10 @@
 import type { FastifyBaseLogger, FastifyRequest } from 'fastify'
-import type { ClientRow, EventInput, RequestMeta, Store } from '../db/store.js'
-import type { BindingPolicy } from './fingerprint.js'
-import { MAX_USER_AGENT, normaliseIp } from './fingerprint.js'
-import type { AccessClaims, KeyMaterial, Sign } from './keys.js'
+import type { ClientRow, EventInput, RequestMeta, Store } from '../db/sqlite/store.js'
+import type { BindingPolicy } from './security/fingerprint.js'
+import { MAX_USER_AGENT, normaliseIp } from './security/fingerprint.js'
+import type { AccessClaims, KeyMaterial, Sign } from './tokens/signing-keys.js'
 import type { ResolvedOptions } from './options.js'
-import type { Passwords } from './passwords.js'
+import type { Passwords } from './security/passwords.js'
 
 /** Everything a Tokenline route needs, built once at register time. */
 export interface Tokenline {
@@ -22,7 +22,7 @@ export interface Tokenline {
   /** Reloads signing keys from the database (after `tokenline keys rotate` in another process). */
   reloadKeys: () => Promise<void>
   log: FastifyBaseLogger
-  /** Sees every security event that is logged (the metrics count them); set by server/ops-routes.ts. */
+  /** Sees every security event that is logged (the metrics count them); set by server/routes/ops.ts. */
   onEvents?: (events: EventInput[]) => void
 }
 

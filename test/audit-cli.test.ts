@@ -178,7 +178,7 @@ t.test('the server log carries every event as a structured line, and never a sec
   await app.register(tokenline, { database: join(dir, 'db.sqlite'), argon2: CHEAP_ARGON2, now: clock.now, reuseGrace: 10 })
   t.teardown(() => app.close())
   const store = app.tokenline.store
-  const { createPasswords } = await import('../server/passwords.js')
+  const { createPasswords } = await import('../server/security/passwords.js')
   await store.createUser({ id: 'u-alice', username: 'alice', password_hash: await createPasswords(CHEAP_ARGON2).hash(PASSWORD), now: clock.now() })
   await store.createClient({ id: 'cli', secret_digest: null, delivery: 'body', grants: 'password refresh_token', scopes: 'read write', origins: '', access_ttl: null, idle_ttl: null, session_ttl: null, now: clock.now() })
   const h = { app, clock } as unknown as Harness

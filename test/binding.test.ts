@@ -1,11 +1,11 @@
 import t, { type Test } from 'tap'
 import Fastify, { type FastifyInstance, type LightMyRequestResponse } from 'fastify'
 import { join } from 'node:path'
-import { buildServer } from '../server/app.js'
+import { buildServer } from '../server/standalone/app.js'
 import { fromEnv, resolveOptions, type Policy } from '../server/options.js'
-import { createPasswords } from '../server/passwords.js'
+import { createPasswords } from '../server/security/passwords.js'
 import tokenline from '../server/plugin.js'
-import { trustProxyFor } from '../server/proxy.js'
+import { trustProxyFor } from '../server/standalone/proxy.js'
 import { CHEAP_ARGON2, build, form, PASSWORD, TestClock } from './helpers.js'
 
 /*

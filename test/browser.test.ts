@@ -1,6 +1,6 @@
 /*
  * The demo SPA (public/) and its browser client in real headless Chromium, against the real standalone
- * server (`node dist/server/main.js`) on a real socket and database file. The access token lives 3 s,
+ * server (`node dist/server/standalone/main.js`) on a real socket and database file. The access token lives 3 s,
  * so expiry is observed on the browser's own clock; every wait is for a condition, not a fixed time.
  *
  * The server runs with the reuse grace window OFF: if two tabs ever raced each other with the same
@@ -18,7 +18,7 @@ import type { Browser, BrowserContext, Page, Request, Response } from 'playwrigh
 
 const CHROMIUM = '/usr/bin/chromium'
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..')
-const MAIN = join(ROOT, 'dist', 'server', 'main.js')
+const MAIN = join(ROOT, 'dist', 'server', 'standalone', 'main.js')
 const CLI = join(ROOT, 'bin', 'tokenline.js')
 const PASSWORD = 'correct horse battery staple'
 const COOKIE = '__Secure-tokenline-rt'

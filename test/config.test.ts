@@ -146,7 +146,7 @@ t.test('the plugin refuses a bad option at register time', async (t) => {
   await t.rejects(async () => { await app.register(tokenline, { database: join(t.testdir({}), 'x.db'), accessTokenTtl: 0 }).ready() }, { name: 'ConfigError', message: /option accessTokenTtl \(TOKENLINE_ACCESS_TTL\) must be an integer from 1 to 86400/ })
 })
 
-/** Runs `node dist/server/main.js` to exit with `env`; a bad setting must stop it before it listens. */
+/** Runs `node dist/server/standalone/main.js` to exit with `env`; a bad setting must stop it before it listens. */
 async function startMain (env: Record<string, string>): Promise<{ code: number | null, stderr: string, stdout: string }> {
   return await new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [MAIN], { env: cleanEnv({ PORT: '0', ...env }), cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] })

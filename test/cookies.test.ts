@@ -164,7 +164,7 @@ t.test('every invalid_grant caused by the cookie clears it', async (t) => {
     ['token_invalid', async () => await refreshWithCookie(h, 'tlrt_not-a-token')],
     ['token_invalid', async () => {
       // Well formed (valid checksum) but never issued: swap a login token for a fresh, unknown one.
-      const { newRefreshToken } = await import('../server/refresh-tokens.js')
+      const { newRefreshToken } = await import('../server/tokens/refresh-format.js')
       return await refreshWithCookie(h, newRefreshToken())
     }],
     ['client_mismatch', async () => await refreshWithCookie(h, refreshCookie(await login(h))?.value ?? '', 'web2')],

@@ -1,11 +1,11 @@
 import Fastify, { type FastifyInstance, type InjectOptions, type LightMyRequestResponse } from 'fastify'
 import { join } from 'node:path'
 import type { Test } from 'tap'
-import { secretDigest } from '../server/client-auth.js'
+import { secretDigest } from '../server/http/client-auth.js'
 import tokenline, { type TokenlinePluginOptions } from '../server/plugin.js'
-import { createPasswords } from '../server/passwords.js'
-import { randomId } from '../server/refresh-tokens.js'
-import type { ClientRow } from '../db/store.js'
+import { createPasswords } from '../server/security/passwords.js'
+import { randomId } from '../server/tokens/refresh-format.js'
+import type { ClientRow } from '../db/sqlite/store.js'
 
 /** Cheap argon2 for tests; production parameters are checked by one test (password-grant.test.ts). */
 export const CHEAP_ARGON2 = { memoryCost: 1024, timeCost: 1, parallelism: 1 }
@@ -57,7 +57,7 @@ export async function build (t: Test, overrides: Partial<TokenlinePluginOptions>
   const dbFile = join(dir, 'tokenline.db')
   const clock = new TestClock()
   const app = Fastify()
-  // Every injected request comes from 127.0.0.1, so the per-IP budgets (server/throttle.ts) are off
+  // Every injected request comes from 127.0.0.1, so the per-IP budgets (server/http/throttle.ts) are off
   // unless a test turns them on; test/brute-force.test.ts does, with the production defaults.
   await app.register(tokenline, { database: dbFile, argon2: CHEAP_ARGON2, now: clock.now, logEvents: false, throttlePassword: 0, throttleFailures: 0, ...overrides })
   await app.ready()

@@ -1,7 +1,7 @@
 import t from 'tap'
 import type { LightMyRequestResponse } from 'fastify'
-import { Argon2Busy, createGate } from '../server/argon2-gate.js'
-import { createPasswords } from '../server/passwords.js'
+import { Argon2Busy, createGate } from '../server/security/argon2-gate.js'
+import { createPasswords } from '../server/security/passwords.js'
 import { build, form, PASSWORD } from './helpers.js'
 
 /*

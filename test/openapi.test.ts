@@ -2,7 +2,7 @@ import swagger from '@fastify/swagger'
 import Fastify, { type FastifyInstance } from 'fastify'
 import { join } from 'node:path'
 import t, { type Test } from 'tap'
-import { ROUTE_DOCS, routeKey } from '../server/openapi.js'
+import { ROUTE_DOCS, routeKey } from '../server/routes/openapi.js'
 import tokenline from '../server/plugin.js'
 import { CHEAP_ARGON2 } from './helpers.js'
 
@@ -60,7 +60,7 @@ t.test('every Tokenline route is in the document, with a summary and its respons
   const api = ours.filter((r) => !(r.url === `${PREFIX}/token` && r.method !== 'POST'))
   t.ok(api.length >= 10, `${api.length} routes`)
   for (const r of api) {
-    t.ok(ROUTE_DOCS[routeKey(r.method, r.url, PREFIX)], `${r.method} ${r.url} has a description in server/openapi.ts`)
+    t.ok(ROUTE_DOCS[routeKey(r.method, r.url, PREFIX)], `${r.method} ${r.url} has a description in server/routes/openapi.ts`)
     const path = r.url.replace(/:(\w+)/g, '{$1}')
     const op = d.paths[path]?.[r.method.toLowerCase()]
     t.ok(op, `${r.method} ${path} is in the document`)

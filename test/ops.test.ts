@@ -1,7 +1,7 @@
 import Database from 'better-sqlite3'
 import { join } from 'node:path'
 import t from 'tap'
-import { latestMigration } from '../db/database.js'
+import { latestMigration } from '../db/sqlite/database.js'
 import { SETTINGS } from '../server/options.js'
 import { build, form, PASSWORD, type Harness } from './helpers.js'
 import { runCli, startServer } from './processes.js'

@@ -11,7 +11,7 @@ import type { Test } from 'tap'
 
 export const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..')
 export const CLI = join(ROOT, 'bin', 'tokenline.js')
-export const MAIN = join(ROOT, 'dist', 'server', 'main.js')
+export const MAIN = join(ROOT, 'dist', 'server', 'standalone', 'main.js')
 
 /**
  * The environment without any TOKENLINE_* / PORT / HOST the developer may have set, and without tap's
@@ -60,7 +60,7 @@ export interface Server {
 }
 
 /**
- * Starts `node dist/server/main.js` on an OS-assigned port (PORT=0) and waits for Fastify's
+ * Starts `node dist/server/standalone/main.js` on an OS-assigned port (PORT=0) and waits for Fastify's
  * "Server listening at" log line, which says which port it got. Stopped with SIGTERM at teardown.
  */
 export async function startServer (t: Test, env: Record<string, string>): Promise<Server> {

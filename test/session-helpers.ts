@@ -3,7 +3,7 @@
  * the refresh cookie, and the built CLI run as a child process on a test's database.
  */
 import type { LightMyRequestResponse } from 'fastify'
-import { COOKIE_NAME } from '../server/issue.js'
+import { COOKIE_NAME } from '../server/tokens/response.js'
 import { runCli, type Run } from './processes.js'
 import { BROWSER_UA, decodeJwt, form, ORIGIN, PASSWORD, type Harness, type TokenBody } from './helpers.js'
 

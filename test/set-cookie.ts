@@ -1,5 +1,5 @@
 import type { LightMyRequestResponse } from 'fastify'
-import { COOKIE_NAME } from '../server/issue.js'
+import { COOKIE_NAME } from '../server/tokens/response.js'
 import { ORIGIN, BROWSER_UA } from './helpers.js'
 
 export { COOKIE_NAME }

@@ -6,7 +6,7 @@ import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import t, { type Test } from 'tap'
 import type { FastifyInstance } from 'fastify'
-import { buildServer, STATIC_HEADERS } from '../server/app.js'
+import { buildServer, STATIC_HEADERS } from '../server/standalone/app.js'
 import { fromEnv } from '../server/options.js'
 
 /** The standalone server as `npm start` builds it, on a fresh database (cheap argon2, no log). */

@@ -1,7 +1,7 @@
 import { existsSync, renameSync, rmSync, statSync } from 'node:fs'
 import { basename, dirname, join, resolve } from 'node:path'
 import { parseArgs } from 'node:util'
-import { openDatabase } from '../../db/database.js'
+import { openDatabase } from '../../db/sqlite/database.js'
 import { fromEnv, resolveOptions } from '../options.js'
 import { CliError, type Io } from './io.js'
 

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto'
 import { parseArgs } from 'node:util'
-import { secretDigest } from '../client-auth.js'
+import { secretDigest } from '../http/client-auth.js'
 import { CliError, iso, openStore, table, type Io } from './io.js'
 
 const GRANTS = new Set(['password', 'refresh_token'])

@@ -61,7 +61,7 @@ export async function main (argv: string[], io: Io = defaultIo()): Promise<numbe
     if (args.length > 0) { io.stderr.write('tokenline: serve takes no arguments; configure it with environment variables\n'); return 2 }
     // Loaded only here: the server's modules (Fastify and its plugins) would add about half a second
     // to every other command's start.
-    const { serve } = await import('../main.js')
+    const { serve } = await import('../standalone/main.js')
     return await serve(io.env)
   }
   const command = COMMANDS[name]

@@ -1,4 +1,4 @@
-import { rotateKeys } from '../key-rotation.js'
+import { rotateKeys } from '../tokens/key-rotation.js'
 import { CliError, iso, openStore, table, type Io } from './io.js'
 
 const USAGE = 'usage: tokenline keys rotate [--drop-old] | keys list'

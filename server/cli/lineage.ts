@@ -1,5 +1,5 @@
-import type { EventRow, SessionRow, TokenRow, UserRow } from '../../db/store.js'
-import { sessionStatus } from '../session-state.js'
+import type { EventRow, SessionRow, TokenRow, UserRow } from '../../db/sqlite/store.js'
+import { sessionStatus } from '../sessions/state.js'
 import { iso } from './io.js'
 
 /*

@@ -1,4 +1,4 @@
-import { prune } from '../janitor.js'
+import { prune } from '../sessions/janitor.js'
 import { CliError, openStore, type Io } from './io.js'
 
 /** `tokenline prune`: one janitor pass now (the server runs the same every TOKENLINE_JANITOR_INTERVAL). */

@@ -1,6 +1,6 @@
 import { parseArgs } from 'node:util'
-import type { EventInput, SessionView, Store } from '../../db/store.js'
-import { sessionStatus } from '../session-state.js'
+import type { EventInput, SessionView, Store } from '../../db/sqlite/store.js'
+import { sessionStatus } from '../sessions/state.js'
 import { CliError, iso, openStore, table, type Io } from './io.js'
 import { renderLineage, shortUa } from './lineage.js'
 import { validUsername } from './users.js'
@@ -57,7 +57,7 @@ export async function sessionsCommand (args: string[], io: Io): Promise<void> {
 
 /**
  * `tokenline revoke --session <id> | --user <username>`. The same immediate transaction as rotation
- * (db/store.ts), so a refresh racing it either commits first — and its new token dies with the
+ * (db/sqlite/store.ts), so a refresh racing it either commits first — and its new token dies with the
  * session — or finds the session already revoked.
  */
 export async function revokeCommand (args: string[], io: Io): Promise<void> {

@@ -1,4 +1,4 @@
-import { normaliseUsername, MAX_USERNAME } from '../passwords.js'
+import { normaliseUsername, MAX_USERNAME } from '../security/passwords.js'
 import { CliError, openStore, type Io } from './io.js'
 
 /**

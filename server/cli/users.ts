@@ -1,5 +1,5 @@
-import { createPasswords, MAX_PASSWORD, MAX_USERNAME, normaliseUsername } from '../passwords.js'
-import { randomId } from '../refresh-tokens.js'
+import { createPasswords, MAX_PASSWORD, MAX_USERNAME, normaliseUsername } from '../security/passwords.js'
+import { randomId } from '../tokens/refresh-format.js'
 import { CliError, iso, openStore, readPassword, table, type Io } from './io.js'
 
 /** ASVS 5.0 6.2.1: at least 8 characters. */

@@ -1,24 +1,24 @@
 import type { FastifyReply, FastifyRequest } from 'fastify'
-import type { ClientRow, EventInput } from '../../db/store.js'
-import { required } from '../body.js'
-import type { Params } from '../client-auth.js'
+import type { ClientRow, EventInput } from '../../db/sqlite/store.js'
+import { required } from '../http/body.js'
+import type { Params } from '../http/client-auth.js'
 import { hasGrant, logEvents, requestMeta, type Tokenline } from '../context.js'
-import { Argon2Busy } from '../argon2-gate.js'
+import { Argon2Busy } from '../security/argon2-gate.js'
 import { OAuthError, invalidGrant, invalidRequest } from '../errors.js'
-import { deviceIdParam } from '../device.js'
-import { digest, newRefreshToken, randomId } from '../refresh-tokens.js'
-import { idleTtl, sessionTtl, tokenResponse, type TokenResponse } from '../issue.js'
-import * as lockout from '../lockout.js'
-import { MAX_PASSWORD, MAX_USERNAME, normaliseUsername } from '../passwords.js'
-import { grantScope } from '../scope.js'
+import { deviceIdParam } from '../security/device-id.js'
+import { digest, newRefreshToken, randomId } from '../tokens/refresh-format.js'
+import { idleTtl, sessionTtl, tokenResponse, type TokenResponse } from '../tokens/response.js'
+import * as lockout from '../security/lockout.js'
+import { MAX_PASSWORD, MAX_USERNAME, normaliseUsername } from '../security/passwords.js'
+import { grantScope } from '../tokens/scope.js'
 
 export const grantType = 'password'
 export const parameters = new Set(['username', 'password', 'scope', 'device_id'])
 
 /**
  * RFC 6749 §4.3, for first-party clients allowed it. Unknown users, wrong passwords, disabled
- * accounts and locked accounts (server/lockout.ts) give the same `invalid_grant` after the same
- * argon2 work. Per-IP throttling happens before this (server/throttle.ts).
+ * accounts and locked accounts (server/security/lockout.ts) give the same `invalid_grant` after the same
+ * argon2 work. Per-IP throttling happens before this (server/http/throttle.ts).
  */
 export async function handler (tl: Tokenline, request: FastifyRequest, reply: FastifyReply, params: Params, client: ClientRow): Promise<TokenResponse> {
   if (!hasGrant(client, grantType)) throw new OAuthError('unauthorized_client', 'client may not use the password grant')

@@ -1,6 +1,6 @@
 import argon2 from 'argon2'
 import type { Gate } from './argon2-gate.js'
-import type { Argon2Params } from './options.js'
+import type { Argon2Params } from '../options.js'
 
 /** Longest password accepted, in characters; longer ones are refused before any hashing. */
 export const MAX_PASSWORD = 1024

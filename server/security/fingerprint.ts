@@ -1,5 +1,5 @@
 import { isIPv4, isIPv6 } from 'node:net'
-import type { Policy } from './options.js'
+import type { Policy } from '../options.js'
 
 /** What a request looks like, as far as binding goes. */
 export interface Fingerprint {

@@ -1,5 +1,5 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify'
-import { invalidRequest } from './errors.js'
+import { invalidRequest } from '../errors.js'
 import type { Params } from './client-auth.js'
 
 /**

@@ -1,12 +1,12 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
-import { authenticateClient } from './client-auth.js'
-import { bodyParams } from './body.js'
-import type { Tokenline } from './context.js'
-import { OAuthError, invalidRequest } from './errors.js'
-import * as password from './grants/password.js'
-import * as refreshToken from './grants/refresh-token.js'
-import { checkCsrf } from './csrf.js'
-import { COOKIE_NAME } from './issue.js'
+import { authenticateClient } from '../http/client-auth.js'
+import { bodyParams } from '../http/body.js'
+import type { Tokenline } from '../context.js'
+import { OAuthError, invalidRequest } from '../errors.js'
+import * as password from '../grants/password.js'
+import * as refreshToken from '../grants/refresh-token.js'
+import { checkCsrf } from '../http/csrf.js'
+import { COOKIE_NAME } from '../tokens/response.js'
 
 const SUPPORTED = new Set([password.grantType, refreshToken.grantType])
 

@@ -1,4 +1,4 @@
-import { OAuthError } from './errors.js'
+import { OAuthError } from '../errors.js'
 
 /** RFC 6749 §3.3 scope-token. */
 const SCOPE_TOKEN = /^[\x21\x23-\x5b\x5d-\x7e]{1,128}$/

@@ -1,6 +1,6 @@
-import type { SessionRow, UserRow } from '../db/store.js'
-import type { Tokenline } from './context.js'
-import type { AccessClaims } from './keys.js'
+import type { SessionRow, UserRow } from '../../db/sqlite/store.js'
+import type { Tokenline } from '../context.js'
+import type { AccessClaims } from '../tokens/signing-keys.js'
 
 export type SessionStatus = 'live' | 'revoked' | 'expired' | 'idle'
 

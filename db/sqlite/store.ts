@@ -125,7 +125,7 @@ export interface RefreshInput {
   now: number
   meta: RequestMeta
   child_digest: Buffer
-  /** The child token sealed under the presented one (see server/refresh-tokens.ts). */
+  /** The child token sealed under the presented one (see server/tokens/refresh-format.ts). */
   sealed: Buffer
   decide: (state: RefreshState) => RefreshDecision
 }

@@ -1,9 +1,9 @@
 import { createHash, timingSafeEqual } from 'node:crypto'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { Counter, Gauge, Histogram, Registry } from 'prom-client'
-import { latestMigration } from '../db/database.js'
-import type { Tokenline } from './context.js'
-import { OAuthError } from './errors.js'
+import { latestMigration } from '../../db/sqlite/database.js'
+import type { Tokenline } from '../context.js'
+import { OAuthError } from '../errors.js'
 
 /*
  * Operations endpoints: GET /healthz and GET /metrics (Prometheus text exposition 0.0.4).

@@ -1,7 +1,7 @@
 import type { FastifyRequest } from 'fastify'
-import type { ClientRow } from '../db/store.js'
-import type { Tokenline } from './context.js'
-import { OAuthError } from './errors.js'
+import type { ClientRow } from '../../db/sqlite/store.js'
+import type { Tokenline } from '../context.js'
+import { OAuthError } from '../errors.js'
 
 /** The space-separated allowed origins of a client, as a set. */
 export const originsOf = (client: ClientRow): Set<string> => new Set(client.origins.split(' ').filter((o) => o !== ''))

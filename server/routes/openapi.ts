@@ -1,6 +1,6 @@
 import swagger from '@fastify/swagger'
 import type { FastifyInstance } from 'fastify'
-import type { Tokenline } from './context.js'
+import type { Tokenline } from '../context.js'
 
 /*
  * The OpenAPI 3 description of Tokenline's routes, served as JSON at GET <prefix>/openapi.json.
@@ -8,7 +8,7 @@ import type { Tokenline } from './context.js'
  * @fastify/swagger collects the routes of Tokenline's encapsulated context (and only those: not the
  * host's) and builds the document; the descriptions below are merged in by its `transform` hook, for the
  * document only. They are deliberately not handed to Fastify as validation schemas: Tokenline parses and
- * checks its own input (server/body.ts, the routes), refusing repeated parameters and arrays, so that
+ * checks its own input (server/http/body.ts, the routes), refusing repeated parameters and arrays, so that
  * every refusal is an RFC 6749 JSON error with a precise description, never Fastify's validation shape.
  * Runtime schemas the routes carry themselves (response serialisation) are kept and documented as well.
  */

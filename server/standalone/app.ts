@@ -4,8 +4,8 @@ import { existsSync } from 'node:fs'
 import type { Socket } from 'node:net'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import tokenline from './plugin.js'
-import type { ServerSettings, TokenlineOptions } from './options.js'
+import tokenline from '../plugin.js'
+import type { ServerSettings, TokenlineOptions } from '../options.js'
 import { ensureWebClient } from './bootstrap.js'
 import { trustProxyFor } from './proxy.js'
 
@@ -47,9 +47,9 @@ export function clientErrorHandler (err: NodeJS.ErrnoException, socket: Socket):
   socket.destroy()
 }
 
-/** public/ beside dist/ (built: dist/server/app.js) or beside server/ (run from source by tests). */
+/** public/ beside dist/ (built: dist/server/standalone/app.js) or beside server/ (run from source by tests). */
 function publicDir (): string | undefined {
-  return ['../../public/', '../public/']
+  return ['../../../public/', '../../public/']
     .map((rel) => fileURLToPath(new URL(rel, import.meta.url)))
     .find((dir) => existsSync(join(dir, 'index.html')))
 }
@@ -60,7 +60,7 @@ function publicDir (): string | undefined {
  */
 export async function buildServer (options: TokenlineOptions, server: Pick<ServerSettings, 'trustProxy' | 'logLevel'>): Promise<FastifyInstance> {
   const app = Fastify({
-    // The client IP feeds the fingerprint binding: see server/proxy.ts for what each setting believes.
+    // The client IP feeds the fingerprint binding: see server/standalone/proxy.ts for what each setting believes.
     trustProxy: trustProxyFor(server.trustProxy),
     // Slow-loris and stuck uploads are cut off instead of holding a connection forever.
     requestTimeout: 10_000,

@@ -1,4 +1,4 @@
-import type { Tokenline } from './context.js'
+import type { Tokenline } from '../context.js'
 
 export const WEB_CLIENT_ID = 'web'
 

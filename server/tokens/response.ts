@@ -1,7 +1,7 @@
 import type { FastifyReply } from 'fastify'
-import type { ClientRow, SessionRow } from '../db/store.js'
-import type { Tokenline } from './context.js'
-import { randomId } from './refresh-tokens.js'
+import type { ClientRow, SessionRow } from '../../db/sqlite/store.js'
+import type { Tokenline } from '../context.js'
+import { randomId } from './refresh-format.js'
 
 export interface TokenResponse {
   access_token: string

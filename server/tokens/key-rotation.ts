@@ -1,8 +1,8 @@
 import type { onRequestHookHandler } from 'fastify'
-import type { KeyRow, Store } from '../db/store.js'
-import type { Tokenline } from './context.js'
-import { generateKey } from './keys.js'
-import type { ResolvedOptions } from './options.js'
+import type { KeyRow, Store } from '../../db/sqlite/store.js'
+import type { Tokenline } from '../context.js'
+import { generateKey } from './signing-keys.js'
+import type { ResolvedOptions } from '../options.js'
 
 /**
  * How often a running server asks the database whether its keys changed (a rotation by

@@ -1,6 +1,6 @@
 import { createPrivateKey, createPublicKey, generateKeyPairSync, randomBytes, type JsonWebKey } from 'node:crypto'
 import { createSigner, createVerifier, createDecoder } from 'fast-jwt'
-import type { Algorithm } from './options.js'
+import type { Algorithm } from '../options.js'
 
 export interface KeyMaterial {
   kid: string

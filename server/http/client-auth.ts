@@ -1,7 +1,7 @@
 import { createHash, timingSafeEqual } from 'node:crypto'
 import type { FastifyRequest } from 'fastify'
-import type { ClientRow, Store } from '../db/store.js'
-import { OAuthError, invalidRequest } from './errors.js'
+import type { ClientRow, Store } from '../../db/sqlite/store.js'
+import { OAuthError, invalidRequest } from '../errors.js'
 
 export type Params = Record<string, string>
 

@@ -1,5 +1,6 @@
+import { pathToFileURL } from 'node:url'
 import { buildServer } from './app.js'
-import { ConfigError, fromEnv } from './options.js'
+import { ConfigError, fromEnv } from '../options.js'
 
 /** `npm start` / `tokenline serve`: read the environment, listen, and close cleanly on SIGTERM/SIGINT. */
 export async function serve (env: NodeJS.ProcessEnv = process.env): Promise<number> {
@@ -34,7 +35,7 @@ export async function serve (env: NodeJS.ProcessEnv = process.env): Promise<numb
 }
 
 // Run when executed directly (npm start), not when imported by the CLI.
-if (import.meta.url === `file://${process.argv[1]}`) {
+if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {
   serve().then((code) => { if (code !== 0) process.exit(code) }, (err: unknown) => {
     process.stderr.write(`tokenline: ${(err as Error).message}\n`)
     process.exit(1)

@@ -1,10 +1,10 @@
 import rateLimit from '@fastify/rate-limit'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { isIPv6 } from 'node:net'
-import type { EventInput } from '../db/store.js'
-import { logEvents, type Tokenline } from './context.js'
-import { OAuthError } from './errors.js'
-import { ipPrefix, normaliseIp } from './fingerprint.js'
+import type { EventInput } from '../../db/sqlite/store.js'
+import { logEvents, type Tokenline } from '../context.js'
+import { OAuthError } from '../errors.js'
+import { ipPrefix, normaliseIp } from '../security/fingerprint.js'
 
 /*
  * Per-IP throttling of the token endpoint (RFC 6749 §4.3.2 MUST, RFC 6819 §4.4.3.6, RFC 6585 §4 for 429).
@@ -20,7 +20,7 @@ import { ipPrefix, normaliseIp } from './fingerprint.js'
  *
  * Both run on Tokenline's clock, so tests move time instead of sleeping. Counters live in memory: a
  * restart forgets them, which is fine for a one-minute window. The per-account counter, which must
- * survive restarts, is in SQLite (server/lockout.ts).
+ * survive restarts, is in SQLite (server/security/lockout.ts).
  */
 
 /** Addresses remembered per budget; the least recently seen are forgotten first. ~100 bytes each. */

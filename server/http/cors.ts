@@ -1,6 +1,6 @@
 import cors from '@fastify/cors'
 import type { FastifyInstance } from 'fastify'
-import type { Tokenline } from './context.js'
+import type { Tokenline } from '../context.js'
 
 /** How long a browser may cache a preflight answer, s. */
 const PREFLIGHT_MAX_AGE = 600
@@ -14,7 +14,7 @@ const PREFLIGHT_MAX_AGE = 600
  *
  * CORS only decides what a page may *read*. It stops nothing from being *sent*: a form POST is a
  * "simple" request with no preflight, which is why the cookie path also has its own CSRF check
- * (server/csrf.ts).
+ * (server/http/csrf.ts).
  */
 export async function registerCors (child: FastifyInstance, tl: Tokenline): Promise<void> {
   // A host that already registered @fastify/cors above us owns the CORS policy; registering a second

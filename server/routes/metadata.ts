@@ -1,6 +1,6 @@
 import type { FastifyInstance } from 'fastify'
-import type { Tokenline } from './context.js'
-import { publicOnly } from './keys.js'
+import type { Tokenline } from '../context.js'
+import { publicOnly } from '../tokens/signing-keys.js'
 
 /** RFC 8414 metadata and the RFC 7517 JWK Set. URLs come from the configured issuer, never the Host header. */
 export function metadataRoutes (app: FastifyInstance, tl: Tokenline): void {

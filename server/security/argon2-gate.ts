@@ -1,4 +1,4 @@
-import { OAuthError } from './errors.js'
+import { OAuthError } from '../errors.js'
 
 /*
  * A semaphore in front of argon2 (shared/reference/performance.md §7.1). Each hash holds m KiB

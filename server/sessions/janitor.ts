@@ -1,6 +1,6 @@
 import type { FastifyBaseLogger } from 'fastify'
-import type { Store } from '../db/store.js'
-import type { Tokenline } from './context.js'
+import type { Store } from '../../db/sqlite/store.js'
+import type { Tokenline } from '../context.js'
 
 /**
  * Sessions deleted per transaction. Each batch holds the write lock for a few milliseconds, so a

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto'
-import type { EventInput, LoginFailureRow, RequestMeta, UserRow } from '../db/store.js'
-import type { Tokenline } from './context.js'
+import type { EventInput, LoginFailureRow, RequestMeta, UserRow } from '../../db/sqlite/store.js'
+import type { Tokenline } from '../context.js'
 import { ipPrefix, normaliseUserAgent, sameNetwork } from './fingerprint.js'
 import { MAX_USERNAME } from './passwords.js'
 

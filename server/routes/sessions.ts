@@ -1,9 +1,9 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify'
-import type { EventInput, SessionRow } from '../db/store.js'
-import { logEvents, requestMeta, type Tokenline } from './context.js'
-import { OAuthError, invalidRequest } from './errors.js'
-import type { AccessClaims } from './keys.js'
-import { liveSessionOf, verifyAccessToken } from './session-state.js'
+import type { EventInput, SessionRow } from '../../db/sqlite/store.js'
+import { logEvents, requestMeta, type Tokenline } from '../context.js'
+import { OAuthError, invalidRequest } from '../errors.js'
+import type { AccessClaims } from '../tokens/signing-keys.js'
+import { liveSessionOf, verifyAccessToken } from '../sessions/state.js'
 
 /** The reason recorded on a session the user ended through the sessions API. */
 export const USER_REVOKED = 'user_revoked'

@@ -1,5 +1,5 @@
-import { invalidRequest } from './errors.js'
-import type { Params } from './client-auth.js'
+import { invalidRequest } from '../errors.js'
+import type { Params } from '../http/client-auth.js'
 
 const DEVICE_ID = /^[\x21-\x7e]{1,128}$/
 

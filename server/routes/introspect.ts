@@ -1,11 +1,11 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify'
-import type { ClientRow } from '../db/store.js'
-import { bodyParams } from './body.js'
-import { authenticateClient, type Params } from './client-auth.js'
-import type { Tokenline } from './context.js'
-import { OAuthError, invalidRequest } from './errors.js'
-import { digest, isWellFormedRefreshToken } from './refresh-tokens.js'
-import { isLive, liveSessionOf, verifyAccessToken } from './session-state.js'
+import type { ClientRow } from '../../db/sqlite/store.js'
+import { bodyParams } from '../http/body.js'
+import { authenticateClient, type Params } from '../http/client-auth.js'
+import type { Tokenline } from '../context.js'
+import { OAuthError, invalidRequest } from '../errors.js'
+import { digest, isWellFormedRefreshToken } from '../tokens/refresh-format.js'
+import { isLive, liveSessionOf, verifyAccessToken } from '../sessions/state.js'
 
 const REALM = 'Basic realm="tokenline"'
 

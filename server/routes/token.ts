@@ -6,22 +6,9 @@ import { OAuthError, invalidRequest } from '../errors.js'
 import * as password from '../grants/password.js'
 import * as refreshToken from '../grants/refresh-token.js'
 import { checkCsrf } from '../http/csrf.js'
-import { COOKIE_NAME } from '../tokens/response.js'
+import { COOKIE_NAME, tokenResponseSchema } from '../tokens/response.js'
 
 const SUPPORTED = new Set([password.grantType, refreshToken.grantType])
-
-/** RFC 6749 §5.1 success body, serialised by fast-json-stringify. */
-const tokenResponseSchema = {
-  type: 'object',
-  required: ['access_token', 'token_type', 'expires_in', 'scope'],
-  properties: {
-    access_token: { type: 'string' },
-    token_type: { type: 'string' },
-    expires_in: { type: 'integer' },
-    scope: { type: 'string' },
-    refresh_token: { type: 'string' }
-  }
-} as const
 
 /** The refresh token of a request: from the body, or the HttpOnly cookie; both and different is ambiguous. */
 export function presentedRefreshToken (request: FastifyRequest, fromBody: string | undefined): { token: string, fromCookie: boolean } | undefined {

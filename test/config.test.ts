@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import t from 'tap'
 import tokenline from '../server/plugin.js'
-import { ConfigError, SETTINGS, coerce, fromEnv, optionsTable, resolveOptions, type Setting } from '../server/options.js'
+import { ConfigError, SETTINGS, coerce, fromEnv, optionsTable, resolveOptions, unknownSettings, type Setting } from '../server/options.js'
 import { MAIN, ROOT, cleanEnv, runCli } from './processes.js'
 import { spawn } from 'node:child_process'
 
@@ -224,4 +224,40 @@ t.test('the doc comment an editor shows for each option gives its default', asyn
     const shown = typeof s.default === 'number' ? String(s.default) : `'${s.default}'`
     t.match(comment ?? '', new RegExp(`@default ${shown.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}(?: |$)`), `${s.key}: @default ${shown}`)
   }
+})
+
+t.test('an unknown TOKENLINE_ variable is named with the closest setting', async (t) => {
+  t.same(unknownSettings({
+    TOKENLINE_ACCES_TTL: '60',
+    TOKENLINE_ISSUR: 'https://auth.example.com',
+    TOKENLINE_LOGLEVEL: 'warn',
+    TOKENLINE_DB: 'x.db',
+    TOKENLINE_TEST_DEFERRED: '1',
+    PORT: '3000',
+    TOKENLINEX: '1',
+    HOME: '/root'
+  }), [
+    'unknown setting TOKENLINE_ACCES_TTL (did you mean TOKENLINE_ACCESS_TTL?)',
+    'unknown setting TOKENLINE_ISSUR (did you mean TOKENLINE_ISSUER?)',
+    'unknown setting TOKENLINE_LOGLEVEL (did you mean TOKENLINE_LOG_LEVEL?)'
+  ], 'settings, the test harness switch and other variables pass without a word')
+  t.same(unknownSettings({}), [], 'nothing to say about an empty environment')
+  for (const s of SETTINGS) t.same(unknownSettings({ [s.env]: String(s.default) }), [], `${s.env} is known`)
+})
+
+t.test('npm start warns about an unknown TOKENLINE_ variable in its log, and starts', async (t) => {
+  const r = await startMain({ TOKENLINE_DB: join(t.testdir({}), 'db.sqlite'), TOKENLINE_ACCES_TTL: '60', TOKENLINE_TEST_DEFERRED: '1' })
+  const log = r.stdout.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as { level: number, msg: string })
+  t.same(log.filter((l) => l.level >= 40).map((l) => [l.level, l.msg]), [[40, 'unknown setting TOKENLINE_ACCES_TTL (did you mean TOKENLINE_ACCESS_TTL?)']], 'one warning, at warn level')
+  t.ok(log.some((l) => l.msg.includes('Server listening')), 'it still listened')
+  t.equal(r.stderr, '', 'nothing on stderr')
+})
+
+t.test('the CLI warns about an unknown TOKENLINE_ variable on stderr, and runs', async (t) => {
+  const db = join(t.testdir({}), 'db.sqlite')
+  const r = await runCli(['keys', 'list'], { env: { TOKENLINE_DB: db, TOKENLINE_BINDNG: 'strict' } })
+  t.equal(r.code, 0, 'the command still ran')
+  t.equal(r.stderr, 'tokenline: warning: unknown setting TOKENLINE_BINDNG (did you mean TOKENLINE_BINDING?)\n', 'one line naming the closest setting')
+  const quiet = await runCli(['keys', 'list'], { env: { TOKENLINE_DB: db } })
+  t.equal(quiet.stderr, '', 'no warning without one')
 })

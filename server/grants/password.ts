@@ -1,7 +1,6 @@
-import type { FastifyReply, FastifyRequest } from 'fastify'
-import type { Client, SecurityEvent } from '../../db/store.js'
+import type { SecurityEvent } from '../../db/store.js'
 import { required } from '../http/body.js'
-import type { Params } from '../http/client-auth.js'
+import { checkCsrf } from '../http/csrf.js'
 import { hasGrant, logEvents, requestMeta, type Tokenline } from '../context.js'
 import { Argon2Busy } from '../security/argon2-gate.js'
 import { OAuthError, invalidGrant, invalidRequest } from '../errors.js'
@@ -11,6 +10,7 @@ import { idleTtl, sessionTtl, tokenResponse, type TokenResponse } from '../token
 import * as lockout from '../security/lockout.js'
 import { MAX_PASSWORD, MAX_USERNAME, normaliseUsername } from '../security/passwords.js'
 import { grantScope } from '../tokens/scope.js'
+import type { GrantInput } from './index.js'
 
 export const grantType = 'password'
 export const parameters = new Set(['username', 'password', 'scope', 'device_id'])
@@ -20,7 +20,9 @@ export const parameters = new Set(['username', 'password', 'scope', 'device_id']
  * accounts and locked accounts (server/security/lockout.ts) give the same `invalid_grant` after the same
  * argon2 work. Per-IP throttling happens before this (server/http/throttle.ts).
  */
-export async function handler (tl: Tokenline, request: FastifyRequest, reply: FastifyReply, params: Params, client: Client): Promise<TokenResponse> {
+export async function handler (tl: Tokenline, { request, reply, params, client }: GrantInput): Promise<TokenResponse> {
+  // Login CSRF: a foreign page must not plant its own session cookie in the user's browser.
+  if (client.delivery !== 'body') checkCsrf(tl, request, client)
   if (!hasGrant(client, grantType)) throw new OAuthError('unauthorized_client', 'client may not use the password grant')
   const username = required(params, 'username')
   const password = required(params, 'password')

@@ -1,13 +1,14 @@
-import type { FastifyReply, FastifyRequest } from 'fastify'
+import type { FastifyRequest } from 'fastify'
 import type { Client, RefreshState, RequestMeta, SecurityEvent } from '../../db/store.js'
 import { hasGrant, logEvents, requestMeta, type Tokenline } from '../context.js'
 import { deviceIdParam } from '../security/device-id.js'
-import { OAuthError, invalidGrant, type GrantReason } from '../errors.js'
-import type { Params } from '../http/client-auth.js'
+import { OAuthError, invalidGrant, invalidRequest, type GrantReason } from '../errors.js'
+import { checkCsrf } from '../http/csrf.js'
 import { checkBinding, sameDevice } from '../security/fingerprint.js'
-import { idleTtl, tokenResponse, type TokenResponse } from '../tokens/response.js'
+import { COOKIE_NAME, idleTtl, tokenResponse, type TokenResponse } from '../tokens/response.js'
 import { digest, isWellFormedRefreshToken, newRefreshToken, openSuccessor, sealSuccessor } from '../tokens/refresh-format.js'
 import { grantScope } from '../tokens/scope.js'
+import type { GrantInput } from './index.js'
 
 export const grantType = 'refresh_token'
 export const parameters = new Set(['refresh_token', 'scope', 'device_id'])
@@ -109,15 +110,31 @@ function rotate (c: DecideContext, expiresAt: number, events: SecurityEvent[]): 
   return { kind: 'rotate', idleExpiresAt: Math.min(c.now + idleTtl(c.tl, c.client) * 1000, expiresAt), events }
 }
 
+/** The refresh token of a request: from the body, or the HttpOnly cookie; both and different is ambiguous. */
+export function presentedRefreshToken (request: FastifyRequest, fromBody: string | undefined): { token: string, fromCookie: boolean } | undefined {
+  const cookie = request.cookies?.[COOKIE_NAME]
+  const fromCookie = cookie === undefined || cookie === '' ? undefined : cookie
+  if (fromBody !== undefined && fromCookie !== undefined && fromBody !== fromCookie) {
+    throw invalidRequest('refresh token given in both body and cookie, and they differ')
+  }
+  if (fromBody !== undefined) return { token: fromBody, fromCookie: false }
+  if (fromCookie !== undefined) return { token: fromCookie, fromCookie: true }
+  return undefined
+}
+
 /**
  * RFC 6749 §6 with rotation (RFC 9700 §4.14.2): consume the presented token and issue its child,
  * exactly once, whatever the concurrency.
  */
-export async function handler (
-  tl: Tokenline, request: FastifyRequest, reply: FastifyReply, params: Params, client: Client, presented: { token: string, fromCookie: boolean }
-): Promise<TokenResponse> {
-  if (!hasGrant(client, grantType)) throw new OAuthError('unauthorized_client', 'client may not use the refresh_token grant')
+export async function handler (tl: Tokenline, { request, reply, params, client }: GrantInput): Promise<TokenResponse> {
+  const presented = presentedRefreshToken(request, params.refresh_token)
+  if (presented === undefined) throw invalidRequest('missing required parameter refresh_token')
   const { token, fromCookie } = presented
+  // The cookie is ambient: the browser attaches it to forged requests too, so a cookie-borne token
+  // is used only on a request that proves where it came from. Checked before the session is read,
+  // so a refused request rotates, revokes and clears nothing.
+  if (fromCookie) checkCsrf(tl, request, client)
+  if (!hasGrant(client, grantType)) throw new OAuthError('unauthorized_client', 'client may not use the refresh_token grant')
   // The checksum turns away garbage without touching the database.
   if (!isWellFormedRefreshToken(token)) throw invalidGrant('refresh token is malformed', 'token_invalid', fromCookie)
   const meta = requestMeta(request, deviceIdParam(params))

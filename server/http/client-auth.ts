@@ -64,3 +64,6 @@ export async function authenticateClient (request: FastifyRequest, params: Param
   if (!timingSafeEqual(secretDigest(p.secret), client.secretDigest)) throw fail('client authentication failed')
   return client
 }
+
+/** Whether the client was registered for this `grant_type`. */
+export const hasGrant = (client: Client, grant: string): boolean => client.grants.split(' ').includes(grant)

@@ -1,9 +1,8 @@
-import { createHash, timingSafeEqual } from 'node:crypto'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { Counter, Gauge, Histogram, Registry } from 'prom-client'
 import { latestMigration } from '../../db/sqlite/database.js'
 import type { Tokenline } from '../context.js'
-import { OAuthError } from '../errors.js'
+import { checkMetricsToken } from '../http/bearer-auth.js'
 import { oauthError, str, type RouteDoc } from './openapi.js'
 
 /*
@@ -54,19 +53,6 @@ const metricsDoc: RouteDoc = {
 
 export interface Metrics {
   registry: Registry
-}
-
-const digest = (s: string): Buffer => createHash('sha256').update(s).digest()
-
-/** `Authorization: Bearer <metricsToken>`, compared in constant time (over digests, so lengths never leak). */
-function checkMetricsToken (expected: string, request: FastifyRequest): void {
-  const header = request.headers.authorization
-  const m = typeof header === 'string' ? /^Bearer ([\x21-\x7e]+)$/i.exec(header) : null
-  if (m?.[1] !== undefined && timingSafeEqual(digest(m[1]), digest(expected))) return
-  // RFC 6750 §3: a missing credential gets no error code; a wrong one is invalid_token.
-  throw new OAuthError('invalid_token', m === null ? 'bearer token required' : 'wrong metrics token', {
-    headers: { 'www-authenticate': m === null ? 'Bearer realm="tokenline"' : 'Bearer realm="tokenline", error="invalid_token"' }
-  })
 }
 
 /**

@@ -9,7 +9,7 @@ import { checkCsrf } from '../http/csrf.js'
 import { invalidRequest } from '../errors.js'
 import { COOKIE_NAME, clearRefreshCookie } from '../tokens/response.js'
 import { digest, isWellFormedRefreshToken } from '../tokens/refresh-format.js'
-import { verifyAccessToken } from '../sessions/state.js'
+import { sessionOf, verifyAccessToken } from '../http/bearer-auth.js'
 import { FORM_OR_JSON, clientAuthParams, oauthError, str, throttledResponse, type RouteDoc } from './openapi.js'
 
 /** The reason recorded on a session ended through the revocation endpoint. */
@@ -35,8 +35,8 @@ async function identify (tl: Tokenline, token: string): Promise<Found> {
   // An expired or forged access token is invalid, so revoking it is a no-op (RFC 7009 §2.2).
   const claims = verifyAccessToken(tl, token)
   if (claims === undefined) return { kind: 'unknown' }
-  const session = await tl.store.findSession(claims.sid)
-  if (session === undefined || session.userId !== claims.sub || session.clientId !== claims.client_id) return { kind: 'unknown' }
+  const session = await sessionOf(tl, claims)
+  if (session === undefined) return { kind: 'unknown' }
   return { kind: 'session', sessionId: session.id, userId: session.userId, clientId: session.clientId, tokenType: 'access_token' }
 }
 

@@ -1,49 +1,14 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify'
-import type { SecurityEvent, Session } from '../../db/store.js'
+import type { SecurityEvent } from '../../db/store.js'
 import type { Tokenline } from '../context.js'
 import { requestMeta } from '../http/request-meta.js'
 import { logEvents } from '../sessions/events.js'
 import { OAuthError, invalidRequest } from '../errors.js'
-import type { AccessClaims } from '../tokens/signing-keys.js'
-import { liveSessionOf, verifyAccessToken } from '../sessions/state.js'
+import { authenticateBearer, type Caller } from '../http/bearer-auth.js'
 import { oauthError, str, type RouteDoc } from './openapi.js'
 
 /** The reason recorded on a session the user ended through the sessions API. */
 export const USER_REVOKED = 'user_revoked'
-
-/** Bearer tokens are base64url JWTs: three dot-separated parts (RFC 6750 §2.1 b64token). */
-const BEARER = /^bearer +([A-Za-z0-9\-._~+/]+=*)$/i
-const MAX_TOKEN = 8192
-
-export interface Caller {
-  claims: AccessClaims
-  session: Session
-}
-
-const invalidToken = (description: string): OAuthError =>
-  new OAuthError('invalid_token', description, { headers: { 'www-authenticate': 'Bearer error="invalid_token"' } })
-
-/**
- * RFC 6750 §2.1 bearer authentication, checked against the live session (SPEC §6): a revoked or
- * expired session, or a disabled user, ends the token here at once, whatever its `exp`. A request
- * with no bearer credentials gets a bare challenge (§3.1: no error code when none were sent).
- */
-export async function authenticateBearer (tl: Tokenline, request: FastifyRequest): Promise<Caller> {
-  // RFC 6750 §2.3 / RFC 9700 §4.3.2: never a token in the URL.
-  const query = request.query as Record<string, unknown> | undefined
-  if (query !== undefined && query !== null && Object.hasOwn(query, 'access_token')) throw invalidRequest('access tokens must not be sent in the query string')
-  const header = request.headers.authorization
-  if (header === undefined || !/^bearer(\s|$)/i.test(header)) {
-    throw new OAuthError('invalid_token', 'bearer access token required', { headers: { 'www-authenticate': 'Bearer realm="tokenline"' } })
-  }
-  const m = BEARER.exec(header)
-  if (m?.[1] === undefined || m[1].length > MAX_TOKEN) throw invalidToken('malformed bearer token')
-  const claims = verifyAccessToken(tl, m[1])
-  if (claims === undefined) throw invalidToken('access token is invalid or expired')
-  const session = await liveSessionOf(tl, claims)
-  if (session === undefined) throw invalidToken('session is no longer active')
-  return { claims, session }
-}
 
 const iso = (ms: number): string => new Date(ms).toISOString()
 

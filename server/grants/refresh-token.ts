@@ -80,12 +80,11 @@ function judgeToken (c: DecideContext, { token, session, user }: RefreshState): 
   const generations = { replayed: token.generation, live: session.generation }
   if (token.usedAt !== null) {
     const grace = c.tl.opts.reuseGrace * 1000
-    const consumer = { user_agent: token.usedUserAgent, ip: token.usedIp, device_id: token.usedDeviceId }
     const inGrace = grace > 0 &&
       token.generation === session.generation - 1 && // only the immediate parent, never older
       c.now < token.usedAt + grace && // measured from its first use: the window never slides
       token.successorSealed !== null &&
-      sameDevice(consumer, c.meta, c.tl.binding)
+      sameDevice({ userAgent: token.usedUserAgent, ip: token.usedIp, deviceId: token.usedDeviceId }, c.meta, c.tl.binding)
     if (inGrace) return { kind: 'replay', events: [{ type: 'refresh_replayed', ...who, detail: generations }] }
     // RFC 9700 §4.14.2: a consumed token came back. Either party may be the thief: end the session.
     return reject('reuse_detected', 'refresh token was already used', 'reuse_detected', [
@@ -94,8 +93,7 @@ function judgeToken (c: DecideContext, { token, session, user }: RefreshState): 
     ])
   }
 
-  const bound = { user_agent: session.userAgent, ip: session.ip, device_id: session.deviceId }
-  const verdict = checkBinding(bound, c.meta, c.tl.binding)
+  const verdict = checkBinding(session, c.meta, c.tl.binding)
   if (verdict.mismatched.length > 0) {
     const events: SecurityEvent[] = [{ type: 'fingerprint_mismatch', ...who, reason: verdict.action, detail: { signals: verdict.mismatched, generation: token.generation } }]
     if (verdict.action === 'revoke') {

@@ -13,10 +13,25 @@ import { idleTtl, sessionTtl, tokenResponse, type TokenResponse } from '../token
 import * as lockout from '../security/lockout.js'
 import { MAX_PASSWORD, MAX_USERNAME, normaliseUsername } from '../security/passwords.js'
 import { grantScope } from '../tokens/scope.js'
+import { clientAuthParams, str, type JsonSchema } from '../routes/openapi.js'
 import type { GrantInput } from './index.js'
 
 export const grantType = 'password'
 export const parameters = new Set(['username', 'password', 'scope', 'device_id'])
+
+export const bodyDoc: JsonSchema = {
+  title: 'password grant',
+  type: 'object',
+  required: ['grant_type', 'username', 'password'],
+  properties: {
+    grant_type: str('`password` (RFC 6749 §4.3.2)', { enum: [grantType] }),
+    ...clientAuthParams,
+    username: str('the user\'s name'),
+    password: str('the user\'s password, verified exactly as sent'),
+    scope: str('space-separated subset of the client\'s scopes; default: all of them'),
+    device_id: str('binds the session to this device id; later refreshes must send it')
+  }
+}
 
 /**
  * RFC 6749 §4.3, for first-party clients allowed it. Unknown users, wrong passwords, disabled

@@ -11,10 +11,24 @@ import { checkBinding, sameDevice } from '../security/fingerprint.js'
 import { COOKIE_NAME, idleTtl, tokenResponse, type TokenResponse } from '../tokens/response.js'
 import { digest, isWellFormedRefreshToken, newRefreshToken, openSuccessor, sealSuccessor } from '../tokens/refresh-format.js'
 import { grantScope } from '../tokens/scope.js'
+import { clientAuthParams, str, type JsonSchema } from '../routes/openapi.js'
 import type { GrantInput } from './index.js'
 
 export const grantType = 'refresh_token'
 export const parameters = new Set(['refresh_token', 'scope', 'device_id'])
+
+export const bodyDoc: JsonSchema = {
+  title: 'refresh_token grant',
+  type: 'object',
+  required: ['grant_type'],
+  properties: {
+    grant_type: str('`refresh_token` (RFC 6749 §6)', { enum: [grantType] }),
+    ...clientAuthParams,
+    refresh_token: str(`the refresh token (\`tlrt_...\`); cookie clients send it in the \`${COOKIE_NAME}\` cookie instead`),
+    scope: str('may only narrow the session\'s scope, for this access token'),
+    device_id: str('required when the session is bound to a device id')
+  }
+}
 
 /** Why a session was revoked, as the `reason` its tokens are refused with afterwards. */
 function revokedReason (stored: string | null): GrantReason {

@@ -9,7 +9,7 @@ import { Argon2Busy } from '../security/argon2-gate.js'
 import { OAuthError, invalidGrant, invalidRequest } from '../errors.js'
 import { deviceIdParam } from '../security/device-id.js'
 import { digest, newRefreshToken, randomId } from '../tokens/refresh-format.js'
-import { idleTtl, sessionTtl, tokenResponse, type TokenResponse } from '../tokens/response.js'
+import { idleTtl, sessionTtl, issueTokens, type TokenResponse } from '../tokens/response.js'
 import * as lockout from '../security/lockout.js'
 import { MAX_PASSWORD, MAX_USERNAME, normaliseUsername } from '../security/passwords.js'
 import { grantScope } from '../tokens/scope.js'
@@ -98,5 +98,5 @@ export async function handler (tl: Tokenline, { request, reply, params, client }
     events
   })
   logEvents(tl, request.log, events)
-  return tokenResponse(tl, reply, client, { id: sessionId, userId: user.id, expiresAt }, scope, refreshToken, now)
+  return issueTokens(tl, reply, client, { id: sessionId, userId: user.id, expiresAt }, scope, refreshToken, now)
 }

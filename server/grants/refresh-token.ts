@@ -8,7 +8,7 @@ import { deviceIdParam } from '../security/device-id.js'
 import { OAuthError, invalidGrant, invalidRequest, type GrantReason } from '../errors.js'
 import { checkCsrf } from '../http/csrf.js'
 import { checkBinding, sameDevice } from '../security/fingerprint.js'
-import { COOKIE_NAME, idleTtl, tokenResponse, type TokenResponse } from '../tokens/response.js'
+import { COOKIE_NAME, idleTtl, issueTokens, type TokenResponse } from '../tokens/response.js'
 import { digest, isWellFormedRefreshToken, newRefreshToken, openSuccessor, sealSuccessor } from '../tokens/refresh-format.js'
 import { grantScope } from '../tokens/scope.js'
 import { clientAuthParams, str, type JsonSchema } from '../routes/openapi.js'
@@ -177,10 +177,10 @@ export async function handler (tl: Tokenline, { request, reply, params, client }
       const successor = openSuccessor(token, result.sealed)
       /* c8 ignore next 2 -- the seal was made from this very token; failing to open it means corruption */
       if (successor === undefined) throw new OAuthError('server_error')
-      return tokenResponse(tl, reply, client, result.state.session, result.decision.scope, successor, now)
+      return issueTokens(tl, reply, client, result.state.session, result.decision.scope, successor, now)
     }
     case 'rotated':
       logEvents(tl, request.log, result.decision.events)
-      return tokenResponse(tl, reply, client, result.state.session, result.decision.scope, child, now)
+      return issueTokens(tl, reply, client, result.state.session, result.decision.scope, child, now)
   }
 }

@@ -40,10 +40,11 @@ export function cookiePath (tl: Tokenline): string {
 }
 
 /**
- * Builds the RFC 6749 §5.1 response: an RFC 9068 access token, and the refresh token in the body
- * for `body`/`both` clients and in an HttpOnly cookie for `cookie`/`both` clients.
+ * Signs an RFC 9068 access token for the session and hands both tokens over: the refresh token in
+ * the body for `body`/`both` clients and in an HttpOnly cookie for `cookie`/`both` clients. Returns
+ * the RFC 6749 §5.1 response body.
  */
-export function tokenResponse (
+export function issueTokens (
   tl: Tokenline,
   reply: FastifyReply,
   client: Client,

@@ -2,11 +2,11 @@ import type { SecurityEvent } from '../../db/store.js'
 import { required } from '../http/body.js'
 import { checkCsrf } from '../http/csrf.js'
 import type { Tokenline } from '../context.js'
-import { hasGrant } from '../http/client-auth.js'
+import { requireGrant } from '../http/client-auth.js'
 import { requestMeta } from '../http/request-meta.js'
 import { logEvents } from '../sessions/events.js'
 import { Argon2Busy } from '../security/argon2-gate.js'
-import { OAuthError, invalidGrant, invalidRequest } from '../errors.js'
+import { invalidGrant, invalidRequest } from '../errors.js'
 import { deviceIdParam } from '../security/device-id.js'
 import { digest, newRefreshToken, randomId } from '../tokens/refresh-format.js'
 import { idleTtl, sessionTtl, issueTokens, type TokenResponse } from '../tokens/response.js'
@@ -41,7 +41,7 @@ export const bodyDoc: JsonSchema = {
 export async function handler (tl: Tokenline, { request, reply, params, client }: GrantInput): Promise<TokenResponse> {
   // Login CSRF: a foreign page must not plant its own session cookie in the user's browser.
   if (client.delivery !== 'body') checkCsrf(tl, request, client)
-  if (!hasGrant(client, grantType)) throw new OAuthError('unauthorized_client', 'client may not use the password grant')
+  requireGrant(client, grantType)
   const username = required(params, 'username')
   const password = required(params, 'password')
   // Bounded before any hashing, so a huge password costs nothing (ASVS 5.0 2.4.1).

@@ -1,14 +1,14 @@
 import type { FastifyRequest } from 'fastify'
 import type { Client, RefreshState, RequestMeta, SecurityEvent } from '../../db/store.js'
 import type { Tokenline } from '../context.js'
-import { hasGrant } from '../http/client-auth.js'
+import { requireGrant } from '../http/client-auth.js'
 import { requestMeta } from '../http/request-meta.js'
 import { logEvents } from '../sessions/events.js'
 import { deviceIdParam } from '../security/device-id.js'
 import { OAuthError, invalidGrant, invalidRequest, type GrantReason } from '../errors.js'
 import { checkCsrf } from '../http/csrf.js'
 import { checkBinding, sameDevice } from '../security/fingerprint.js'
-import { COOKIE_NAME, idleTtl, issueTokens, type TokenResponse } from '../tokens/response.js'
+import { COOKIE_NAME, idleTtl, issueTokens, refreshCookie, type TokenResponse } from '../tokens/response.js'
 import { digest, isWellFormedRefreshToken, newRefreshToken, openSuccessor, sealSuccessor } from '../tokens/refresh-format.js'
 import { grantScope } from '../tokens/scope.js'
 import { clientAuthParams, str, type JsonSchema } from '../routes/openapi.js'
@@ -127,8 +127,7 @@ function rotate (c: DecideContext, expiresAt: number, events: SecurityEvent[]): 
 
 /** The refresh token of a request: from the body, or the HttpOnly cookie; both and different is ambiguous. */
 export function presentedRefreshToken (request: FastifyRequest, fromBody: string | undefined): { token: string, fromCookie: boolean } | undefined {
-  const cookie = request.cookies?.[COOKIE_NAME]
-  const fromCookie = cookie === undefined || cookie === '' ? undefined : cookie
+  const fromCookie = refreshCookie(request)
   if (fromBody !== undefined && fromCookie !== undefined && fromBody !== fromCookie) {
     throw invalidRequest('refresh token given in both body and cookie, and they differ')
   }
@@ -149,7 +148,7 @@ export async function handler (tl: Tokenline, { request, reply, params, client }
   // is used only on a request that proves where it came from. Checked before the session is read,
   // so a refused request rotates, revokes and clears nothing.
   if (fromCookie) checkCsrf(tl, request, client)
-  if (!hasGrant(client, grantType)) throw new OAuthError('unauthorized_client', 'client may not use the refresh_token grant')
+  requireGrant(client, grantType)
   // The checksum turns away garbage without touching the database.
   if (!isWellFormedRefreshToken(token)) throw invalidGrant('refresh token is malformed', 'token_invalid', fromCookie)
   const meta = requestMeta(request, deviceIdParam(params))

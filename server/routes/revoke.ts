@@ -7,7 +7,7 @@ import { requestMeta } from '../http/request-meta.js'
 import { logEvents } from '../sessions/events.js'
 import { checkCsrf } from '../http/csrf.js'
 import { invalidRequest } from '../errors.js'
-import { COOKIE_NAME, clearRefreshCookie } from '../tokens/response.js'
+import { clearRefreshCookie, refreshCookie } from '../tokens/response.js'
 import { digest, isWellFormedRefreshToken } from '../tokens/refresh-format.js'
 import { sessionOf, verifyAccessToken } from '../http/bearer-auth.js'
 import { FORM_OR_JSON, clientAuthParams, oauthError, str, throttledResponse, type RouteDoc } from './openapi.js'
@@ -77,10 +77,9 @@ export function revokeRoute (app: FastifyInstance, tl: Tokenline): void {
   app.post('/token/revoke', { config: { openapi: revokeDoc } }, async (request: FastifyRequest, reply: FastifyReply) => {
     const params = bodyParams(request)
     const client = await authenticateClient(request, params, tl.store)
-    const cookie = request.cookies?.[COOKIE_NAME]
-    const hasCookie = cookie !== undefined && cookie !== ''
-    if (hasCookie) checkCsrf(tl, request, client)
-    const token = params.token ?? (hasCookie ? cookie : undefined)
+    const cookie = refreshCookie(request)
+    if (cookie !== undefined) checkCsrf(tl, request, client)
+    const token = params.token ?? cookie
     if (token === undefined) throw invalidRequest('missing required parameter token')
 
     const found = await identify(tl, token)

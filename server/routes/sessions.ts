@@ -110,29 +110,24 @@ export function sessionsRoutes (app: FastifyInstance, tl: Tokenline): void {
     const caller = await authenticateBearer(tl, request)
     const query = request.query as Record<string, unknown>
     if (query.scope !== 'others') throw invalidRequest('scope=others is required: DELETE /sessions/:id ends one session')
-    const meta = requestMeta(request, null)
     const events = await tl.store.revokeUserSessions({
       userId: caller.claims.sub,
       reason: USER_REVOKED,
       now: tl.opts.now(),
       except: caller.session.id,
-      actor: { ip: meta.ip, userAgent: meta.userAgent, detail: { via: 'sessions_api', by_session: caller.session.id } }
+      actor: actor(request, caller)
     })
     logEvents(tl, request.log, events)
     return { revoked: events.length }
   })
 }
 
-function revokedEvent (request: FastifyRequest, caller: Caller, sessionId: string, clientId: string): SecurityEvent {
+/** Who ended a session through this API, as its `session_revoked` event tells: the caller's request and session. */
+function actor (request: FastifyRequest, caller: Caller): Pick<SecurityEvent, 'ip' | 'userAgent' | 'detail'> {
   const meta = requestMeta(request, null)
-  return {
-    type: 'session_revoked',
-    userId: caller.claims.sub,
-    sessionId,
-    clientId,
-    ip: meta.ip,
-    userAgent: meta.userAgent,
-    reason: USER_REVOKED,
-    detail: { via: 'sessions_api', by_session: caller.session.id }
-  }
+  return { ip: meta.ip, userAgent: meta.userAgent, detail: { via: 'sessions_api', by_session: caller.session.id } }
+}
+
+function revokedEvent (request: FastifyRequest, caller: Caller, sessionId: string, clientId: string): SecurityEvent {
+  return { type: 'session_revoked', userId: caller.claims.sub, sessionId, clientId, reason: USER_REVOKED, ...actor(request, caller) }
 }

@@ -1,4 +1,4 @@
-import type { FastifyReply } from 'fastify'
+import type { FastifyReply, FastifyRequest } from 'fastify'
 import type { Client, Session } from '../../db/store.js'
 import type { Tokenline } from '../context.js'
 import { randomId } from './refresh-format.js'
@@ -72,12 +72,25 @@ export function issueTokens (
   return body
 }
 
+/**
+ * The refresh cookie's attributes, the same to set and to clear it: a browser replaces a cookie only
+ * with one of the same name and path (RFC 6265 §5.3), and takes a `__Secure-` one only with `Secure`.
+ */
+const cookieAttributes = (tl: Tokenline): { httpOnly: true, secure: true, sameSite: 'strict', path: string } =>
+  ({ httpOnly: true, secure: true, sameSite: 'strict', path: cookiePath(tl) })
+
 export function setRefreshCookie (tl: Tokenline, reply: FastifyReply, token: string, expiresAt: number, now: number): void {
   // Max-Age never exceeds what is left of the session's absolute lifetime.
   const maxAge = Math.max(0, Math.floor((expiresAt - now) / 1000))
-  reply.setCookie(COOKIE_NAME, token, { httpOnly: true, secure: true, sameSite: 'strict', path: cookiePath(tl), maxAge })
+  reply.setCookie(COOKIE_NAME, token, { ...cookieAttributes(tl), maxAge })
 }
 
 export function clearRefreshCookie (tl: Tokenline, reply: FastifyReply): void {
-  reply.clearCookie(COOKIE_NAME, { httpOnly: true, secure: true, sameSite: 'strict', path: cookiePath(tl) })
+  reply.clearCookie(COOKIE_NAME, cookieAttributes(tl))
+}
+
+/** The refresh cookie a request carries; an empty one counts as none, as an empty parameter does (RFC 6749 §3.2). */
+export function refreshCookie (request: FastifyRequest): string | undefined {
+  const cookie = request.cookies?.[COOKIE_NAME]
+  return cookie === undefined || cookie === '' ? undefined : cookie
 }

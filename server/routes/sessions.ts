@@ -64,8 +64,9 @@ const endOthersDoc: RouteDoc = {
 }
 
 /**
- * The signed-in user's sessions (SPEC §7): list them, end one, or end all but the current one.
- * Any valid access token of the user may do this; the sessions are the user's own.
+ * The signed-in user's sessions: list them, end one, or end all but the current one, so a user can
+ * see where they are signed in and end a login they do not recognise. Any valid access token of the
+ * user may do this; the sessions are the user's own.
  */
 export function sessionsRoutes (app: FastifyInstance, tl: Tokenline): void {
   app.get('/sessions', {

@@ -24,9 +24,9 @@ export interface Rotation {
 
 /**
  * Generates a new signing key (algorithm: the configured one) and retires the current ones. A retired
- * key stays in the JWKS until every access token it may have signed has expired (RFC 7517 key
- * rollover; security.md I4): the longest access-token lifetime in force (the server's setting or any
- * client's override), plus the interval in which a running server may still sign with it before it
+ * key stays in the JWKS until every access token it may have signed has expired, since resource servers
+ * verify with the keys the server publishes (RFC 9068 §4): the longest access-token lifetime in force
+ * (the server's setting or any client's override), plus the interval in which a running server may still sign with it before it
  * notices the rotation, plus a margin.
  */
 export async function rotateKeys (store: Store, opts: Pick<ResolvedOptions, 'algorithm' | 'accessTokenTtl'>, now: number, { dropOld = false } = {}): Promise<Rotation> {

@@ -51,7 +51,7 @@ const CHANGES: Array<{ name: string, option: 'bindingUserAgent' | 'bindingIp' | 
 ]
 const POLICIES: Policy[] = ['ignore', 'log', 'reject', 'revoke']
 
-t.test('each signal under each policy', async (t) => {
+t.test('each changed signal is ignored, logged, rejected or revoked as its policy says', async (t) => {
   for (const change of CHANGES) {
     for (const policy of POLICIES) {
       await t.test(`${change.name}, ${policy}`, async (t) => {
@@ -145,7 +145,7 @@ t.test('user agent normalisation: routine updates pass, another browser does not
   }
 })
 
-t.test('IP matching', async (t) => {
+t.test('IP matching: the same /24 or /64 is the same network, and IPv4-mapped IPv6 is IPv4', async (t) => {
   const h = await build(t, { bindingIp: 'reject' })
   const cases: Array<[string, string, string, boolean]> = [
     ['IPv4-mapped IPv6 at login, IPv4 later', '::ffff:203.0.113.7', '203.0.113.7', true],
@@ -218,7 +218,7 @@ async function seed (app: FastifyInstance): Promise<void> {
   await store.createClient({ id: 'cli', secret_digest: null, delivery: 'body', grants: 'password refresh_token', scopes: '', origins: '', access_ttl: null, idle_ttl: null, session_ttl: null, now })
 }
 
-t.test('X-Forwarded-For', async (t) => {
+t.test('X-Forwarded-For is believed only from a proxy the host trusts', async (t) => {
   await t.test('ignored by default: the socket address is the client', async (t) => {
     const app = await host(t, false)
     const { rt, sid } = await login(app, { ...HOME, xff: '198.51.100.1' })

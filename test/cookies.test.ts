@@ -129,7 +129,7 @@ t.test('Max-Age never exceeds the remaining absolute life, to the last second', 
   assertCleared(t, over)
 })
 
-t.test('body and cookie both present', async (t) => {
+t.test('a body token and a different cookie are ambiguous and refused; the same token in both is not', async (t) => {
   const h = await build(t)
   await h.addClient({ id: 'duo', delivery: 'both', origins: 'http://localhost:3000' })
   const a = await login(h, 'duo')

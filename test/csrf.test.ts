@@ -56,7 +56,7 @@ const REFUSED: Array<[string, Record<string, string>]> = [
   ['unknown Sec-Fetch-Site value', { origin: ORIGIN, 'sec-fetch-site': 'same-origin, cross-site', 'user-agent': BROWSER_UA }]
 ]
 
-t.test('refresh with the cookie: refused matrix', async (t) => {
+t.test('a cookie refresh from any page but the client\'s own origin is refused and changes nothing', async (t) => {
   for (const [name, headers] of REFUSED) {
     await t.test(name, async (t) => {
       const h = await build(t)
@@ -100,7 +100,7 @@ t.test('text/plain form body (enctype=text/plain) is refused before anything is 
   await assertUntouched(t, h, cookie)
 })
 
-t.test('requests that pass', async (t) => {
+t.test('the client\'s own page, an older browser and a non-browser may refresh with the cookie', async (t) => {
   const h = await build(t)
   let cookie = cookieValue(await cookieLogin(h))
   const pass: Array<[string, Record<string, string>]> = [
@@ -157,7 +157,7 @@ t.test('body clients are not cookie-authenticated: no CSRF check on their grants
   t.equal(res.status, 200, 'the token in the body is not ambient authority')
 })
 
-t.test('CORS', async (t) => {
+t.test('CORS: only the cookie clients\' origins may read the answers', async (t) => {
   const h = await build(t)
   const preflight = async (origin: string): Promise<LightMyRequestResponse> => await h.app.inject({
     method: 'OPTIONS',

@@ -56,7 +56,7 @@ t.test('success: exactly the RFC 6749 §5.1 members, expires_in matching the JWT
   t.equal((p2.exp as number) - (p2.iat as number), 60)
 })
 
-t.test('scope: default, subset, refused', async (t) => {
+t.test('scope: all the client may have unless asked, a subset on request, anything else invalid_scope', async (t) => {
   const h = await build(t)
   const scoped = async (scope: string): Promise<{ status: number, body: TokenBody }> => {
     const res = await h.token({ ...LOGIN, password: PASSWORD, scope })

@@ -87,7 +87,7 @@ t.test('methods other than POST get 405 JSON with Allow: POST', async (t) => {
   t.equal(head.body, '', 'HEAD carries no body, so no token')
 })
 
-t.test('content types', async (t) => {
+t.test('only form and JSON bodies in UTF-8 are read: any other content type is invalid_request before argon2', async (t) => {
   const h = await build(t)
   const verifies = countVerifies(h)
   const before = dbState(h)
@@ -185,7 +185,7 @@ t.test('body size: the limit holds, and over it is 400 invalid_request, not 413 
   t.equal(dbState(h), before, 'nothing changed in the database')
 })
 
-t.test('parameters: empty body, duplicates, array/object syntax, percent-encoding, query string', async (t) => {
+t.test('an empty body, a repeated or bracketed parameter, bad percent-encoding or a parameter in the query string is invalid_request', async (t) => {
   const h = await build(t)
   const verifies = countVerifies(h)
   const before = dbState(h)
@@ -230,7 +230,7 @@ t.test('parameters: empty body, duplicates, array/object syntax, percent-encodin
   t.equal(dbState(h), before, 'failed logins start no session')
 })
 
-t.test('grant_type', async (t) => {
+t.test('a missing, empty or unsupported grant_type is refused without being echoed', async (t) => {
   const h = await build(t)
   const verifies = countVerifies(h)
   const before = dbState(h)
@@ -260,7 +260,7 @@ t.test('unknown parameters are ignored (RFC 6749 §3.2)', async (t) => {
   t.equal(body.scope, 'read write', 'scope unchanged')
 })
 
-t.test('client authentication', async (t) => {
+t.test('client authentication: Basic or the body, never both and never two different clients', async (t) => {
   const h = await build(t)
   // RFC 6749 Appendix B: the id and secret are form-urlencoded before they go into Basic.
   await h.addClient({ id: 'svc:1', secret: 's%cret:+x' })

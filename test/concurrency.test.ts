@@ -46,7 +46,8 @@ async function seed (t: Test): Promise<string> {
   return dbFile
 }
 
-async function login (proc: Fixture): Promise<string> {
+/** alice logs in on server process `proc`: her refresh token. */
+async function loginAt (proc: Fixture): Promise<string> {
   const res = await postToken(proc, { grant_type: 'password', client_id: 'cli', username: 'alice', password: PASSWORD })
   if (res.status !== 200) throw new Error(`login failed: ${res.status} ${res.body}`)
   return (JSON.parse(res.body) as { refresh_token: string }).refresh_token
@@ -101,7 +102,7 @@ t.test(`grace ${GRACE} s: ${PARALLEL} parallel refreshes over ${PROCESSES} proce
   const dbFile = await seed(t)
   const procs: Fixture[] = []
   for (let i = 0; i < PROCESSES; i++) procs.push(await startFixture(t, dbFile, { grace: GRACE }))
-  let token = await login(procs[0] as Fixture)
+  let token = await loginAt(procs[0] as Fixture)
   const failures: string[] = []
   for (let n = 1; n <= ROUNDS; n++) {
     const r = await race(procs, dbFile, token)
@@ -128,7 +129,7 @@ t.test(`grace 0: exactly one of ${PARALLEL} parallel refreshes wins, ${ROUNDS} r
   const failures: string[] = []
   for (let n = 1; n <= ROUNDS; n++) {
     // Each round needs a new session: the losers' reuse revokes the one they raced on.
-    const token = await login(procs[n % PROCESSES] as Fixture)
+    const token = await loginAt(procs[n % PROCESSES] as Fixture)
     const r = await race(procs, dbFile, token)
     const problems: string[] = []
     if (r.serverErrors > 0) problems.push(`${r.serverErrors} server errors`)
@@ -149,7 +150,7 @@ t.test('negative control: the same race with deferred transactions is caught', a
   const dbFile = await seed(t)
   const procs: Fixture[] = []
   for (let i = 0; i < PROCESSES; i++) procs.push(await startFixture(t, dbFile, { grace: GRACE, env: { TOKENLINE_TEST_DEFERRED: '1' } }))
-  let token = await login(procs[0] as Fixture)
+  let token = await loginAt(procs[0] as Fixture)
   const statuses: Record<number, number> = {}
   let caught = 0
   let forked = 0
@@ -163,7 +164,7 @@ t.test('negative control: the same race with deferred transactions is caught', a
     violations += r.violations.length
     if (r.serverErrors > 0 || r.busyInBody > 0 || r.successors.length > 1 || r.violations.length > 0 || (r.statuses[200] ?? 0) !== PARALLEL) caught++
     // A round where every request failed leaves the token as it was (nothing committed) or consumed: start over.
-    token = r.successors[0] ?? await login(procs[0] as Fixture)
+    token = r.successors[0] ?? await loginAt(procs[0] as Fixture)
   }
   const busy = busyInLogs(procs)
   const serverErrors = Object.entries(statuses).filter(([s]) => Number(s) >= 500).reduce((a, [, c]) => a + c, 0)

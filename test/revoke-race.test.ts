@@ -14,13 +14,15 @@ import { tokenline as cli } from './session-helpers.js'
 
 const ROUNDS = 40
 
-async function login (p: Fixture): Promise<{ access_token: string, refresh_token: string }> {
+/** alice logs in on server process `p`. */
+async function loginAt (p: Fixture): Promise<{ access_token: string, refresh_token: string }> {
   const r = await postForm<{ access_token: string, refresh_token: string }>(`${p.url}/token`, { grant_type: 'password', client_id: 'cli', username: 'alice', password: PASSWORD })
   if (r.status !== 200) throw new Error(`login: ${r.status} ${JSON.stringify(r.body)}`)
   return r.body
 }
 
-const refresh = async (p: Fixture, rt: string): Promise<{ status: number, body: TokenBody }> =>
+/** A refresh of `rt` on server process `p`. */
+const refreshAt = async (p: Fixture, rt: string): Promise<{ status: number, body: TokenBody }> =>
   await postForm(`${p.url}/token`, { grant_type: 'refresh_token', client_id: 'cli', refresh_token: rt })
 
 async function sessionsStatus (p: Fixture, at: string): Promise<number> {
@@ -39,7 +41,7 @@ async function assertNothingSurvives (t: Test, procs: Fixture[], tokens: { rts: 
   let ok = true
   for (const p of procs) {
     for (const rt of tokens.rts) {
-      const r = await refresh(p, rt)
+      const r = await refreshAt(p, rt)
       if (r.status !== 400 || r.body.error !== 'invalid_grant') { ok = false; t.fail(`${label}: a refresh token still works (${r.status} ${JSON.stringify(r.body)})`) }
     }
     for (const at of tokens.ats) {
@@ -60,10 +62,10 @@ t.test('a refresh racing a revocation in another process never leaves a live tok
   const kinds = ['refresh token', 'access token', 'consumed refresh token', 'sessions API'] as const
   for (let i = 0; i < ROUNDS; i++) {
     const kind = kinds[i % kinds.length] as typeof kinds[number]
-    const s = await login(a)
-    const one = await refresh(a, s.refresh_token)
+    const s = await loginAt(a)
+    const one = await refreshAt(a, s.refresh_token)
     if (one.status !== 200) throw new Error(JSON.stringify(one.body))
-    const other = kind === 'sessions API' ? await login(b) : undefined
+    const other = kind === 'sessions API' ? await loginAt(b) : undefined
     const rt = one.body.refresh_token as string
 
     // Both requests leave at once: A rotates `rt` while B ends the session.
@@ -75,7 +77,7 @@ t.test('a refresh racing a revocation in another process never leaves a live tok
         case 'sessions API': return fetch(`${b.url}/sessions/${sidOf(s.access_token)}`, { method: 'DELETE', headers: { authorization: `Bearer ${other?.access_token as string}` } }).then((r) => r.status)
       }
     }
-    const [raced, revokeStatus] = await Promise.all([refresh(a, rt), revokeRequest()])
+    const [raced, revokeStatus] = await Promise.all([refreshAt(a, rt), revokeRequest()])
     t.equal(revokeStatus, kind === 'sessions API' ? 204 : 200, `round ${i} (${kind}): the revocation succeeds`)
     if (raced.status === 200) outcomes.refreshFirst++
     else {
@@ -96,7 +98,7 @@ t.test('the CLI revoking every session of a user races refreshes in a server pro
   const dbFile = await seed(t)
   const a = await startFixture(t, dbFile)
   for (let i = 0; i < 4; i++) {
-    const sessions = await Promise.all([login(a), login(a), login(a)])
+    const sessions = await Promise.all([loginAt(a), loginAt(a), loginAt(a)])
     // A refresh loop on every session runs until the CLI's revocation lands.
     const race = { stop: false }
     const issued: string[] = []
@@ -105,7 +107,7 @@ t.test('the CLI revoking every session of a user races refreshes in a server pro
       let rt = s.refresh_token
       ats.push(s.access_token)
       while (!race.stop) {
-        const r = await refresh(a, rt)
+        const r = await refreshAt(a, rt)
         if (r.status !== 200) return r.body.reason
         rt = r.body.refresh_token as string
         issued.push(rt)

@@ -1,3 +1,7 @@
+/*
+ * The in-process harness every spec builds on: Tokenline on a fresh database file with seeded users and
+ * clients, a test clock, and the requests a client sends to POST /token (RFC 6749 §4.3 and §6).
+ */
 import Fastify, { type FastifyInstance, type InjectOptions, type LightMyRequestResponse } from 'fastify'
 import { decodeJwt } from 'jose'
 import { join } from 'node:path'

@@ -1,38 +1,37 @@
 /*
- * Tokenline as a guest in someone else's Fastify app (SPEC §2): mounted under a prefix, leaving the
- * host's parsers and error handler alone, and refusing bad options at register time.
+ * Tokenline as a guest in someone else's Fastify app: mounted under a prefix, leaving the host's
+ * parsers and error handler alone, and refusing bad options at register time.
  */
 import Fastify, { type FastifyInstance } from 'fastify'
 import { join } from 'node:path'
 import t from 'tap'
 import type { Test } from 'tap'
 import tokenline, { type TokenlinePluginOptions } from '../server/plugin.js'
-import { build, CHEAP_ARGON2, form, PASSWORD, type TokenBody } from './helpers.js'
+import { build, CHEAP_ARGON2, PASSWORD, type TokenBody } from './helpers.js'
 import { tempDir } from './processes.js'
+import { post } from './session-helpers.js'
+import { COOKIE_NAME, refreshCookie } from './set-cookie.js'
 
 const LOGIN = { grant_type: 'password', username: 'alice', password: PASSWORD }
 
 t.test("under prefix '/auth': /auth/token works and the cookie path follows", async (t) => {
   const h = await build(t, { prefix: '/auth', issuer: 'https://example.test' })
-  const post = async (url: string, params: Record<string, string>, cookies?: Record<string, string>): Promise<Awaited<ReturnType<typeof h.app.inject>>> =>
-    await h.app.inject({ method: 'POST', url, headers: { 'content-type': 'application/x-www-form-urlencoded' }, payload: form(params), ...(cookies !== undefined && { cookies }) })
-
-  const res = await post('/auth/token', { ...LOGIN, client_id: 'cli' })
+  const res = await post(h, '/auth/token', { ...LOGIN, client_id: 'cli' })
   t.equal(res.statusCode, 200)
   t.equal(res.headers['cache-control'], 'no-store', 'the no-store hook applies under the prefix')
   t.equal((res.json() as TokenBody).token_type, 'Bearer')
-  t.equal((await post('/token', { ...LOGIN, client_id: 'cli' })).statusCode, 404, 'nothing at the unprefixed path')
+  t.equal((await post(h, '/token', { ...LOGIN, client_id: 'cli' })).statusCode, 404, 'nothing at the unprefixed path')
   t.equal((await h.app.inject({ method: 'GET', url: '/auth/token' })).statusCode, 405)
 
   // The refresh cookie is scoped to the prefixed token path, so it reaches /auth/token and below only.
-  const web = await post('/auth/token', { ...LOGIN, client_id: 'web' })
+  const web = await post(h, '/auth/token', { ...LOGIN, client_id: 'web' })
   t.equal(web.statusCode, 200)
   const setCookie = String(web.headers['set-cookie'])
   t.match(setCookie, /^__Secure-tokenline-rt=tlrt_[\w-]+;/)
   t.match(setCookie, /; Path=\/auth\/token(;|$)/)
   t.notMatch(setCookie, /Domain=/i)
-  const rt = /^__Secure-tokenline-rt=([^;]+)/.exec(setCookie)?.[1] ?? ''
-  const refreshed = await post('/auth/token', { grant_type: 'refresh_token', client_id: 'web' }, { '__Secure-tokenline-rt': rt })
+  const rt = refreshCookie(web)?.value ?? ''
+  const refreshed = await post(h, '/auth/token', { grant_type: 'refresh_token', client_id: 'web' }, { cookies: { [COOKIE_NAME]: rt } })
   t.equal(refreshed.statusCode, 200, 'a cookie refresh at /auth/token works')
   t.match(String(refreshed.headers['set-cookie']), /; Path=\/auth\/token(;|$)/, 'and the rotated cookie keeps the path')
 

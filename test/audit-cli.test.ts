@@ -3,47 +3,41 @@ import { join } from 'node:path'
 import { Writable } from 'node:stream'
 import t, { type Test } from 'tap'
 import tokenline from '../server/plugin.js'
-import { build, CHEAP_ARGON2, PASSWORD, TestClock, type Harness } from './helpers.js'
-import { sidOf, tokenline as cli } from './session-helpers.js'
+import { build, CHEAP_ARGON2, PASSWORD, requestsTo, sidOf, TestClock, type Harness } from './helpers.js'
+import { tokenline as cli } from './session-helpers.js'
 
 /*
- * The audit trail and the forensics commands (SPEC §7, §9): a session that went through rotation, a
- * grace replay and a reuse detection, read back with the real CLI (`tokenline lineage`, `events`,
- * `sessions`) from the database file the server wrote, compared line by line with what an operator
- * should see.
+ * The audit trail and the forensics commands: a session that went through rotation, a grace replay
+ * and a reuse detection, read back with the real CLI (`tokenline lineage`, `events`, `sessions`) from
+ * the database file the server wrote, compared line by line with what an operator should see.
  */
 
-const CURL = 'curl/8.5.0'
+/** Every request comes from curl unless it says otherwise. */
+const CURL = { headers: { 'user-agent': 'curl/8.5.0' } }
 const EVIL_IP = '203.0.113.66'
 const EVIL_UA = 'evil/1.0'
-
-async function passwordLogin (h: Harness, ua = CURL): Promise<{ access_token: string, refresh_token: string }> {
-  const res = await h.app.inject({ method: 'POST', url: '/token', headers: { 'user-agent': ua }, payload: { grant_type: 'password', client_id: 'cli', username: 'alice', password: PASSWORD } })
-  return res.json()
-}
-
-async function refreshFrom (h: Harness, rt: string, ip = '127.0.0.1', ua = CURL): Promise<Record<string, string>> {
-  const res = await h.app.inject({ method: 'POST', url: '/token', remoteAddress: ip, headers: { 'user-agent': ua }, payload: { grant_type: 'refresh_token', client_id: 'cli', refresh_token: rt } })
-  return res.json()
-}
+/** The attacker replaying a token, from its own address and user agent. */
+const EVIL = { headers: { 'user-agent': EVIL_UA }, ip: EVIL_IP }
 
 /**
  * login (t=0) -> rotate to gen 1 (t=60) -> the same gen 0 again 2 s later, inside the grace window:
  * gen 1 handed out again (t=62) -> rotate to gen 2 (t=120) -> an attacker replays gen 0 (t=180):
  * reuse detected, session revoked.
  */
-async function breachedSession (t: Test, h: Harness): Promise<string> {
-  const login = await passwordLogin(h)
-  h.clock.advance(60)
-  const gen1 = await refreshFrom(h, login.refresh_token)
-  h.clock.advance(2)
-  t.equal((await refreshFrom(h, login.refresh_token)).refresh_token, gen1.refresh_token, 'grace replay: the same successor')
-  h.clock.advance(58)
-  const gen2 = await refreshFrom(h, gen1.refresh_token as string)
+async function breachedSession (t: Test, { app, clock }: Pick<Harness, 'app' | 'clock'>): Promise<string> {
+  const { login, refresh } = requestsTo(app)
+  const gen0 = await login(CURL)
+  const rt0 = gen0.refresh_token as string
+  clock.advance(60)
+  const gen1 = (await refresh(rt0, CURL)).body
+  clock.advance(2)
+  t.equal((await refresh(rt0, CURL)).body.refresh_token, gen1.refresh_token, 'grace replay: the same successor')
+  clock.advance(58)
+  const gen2 = (await refresh(gen1.refresh_token as string, CURL)).body
   t.type(gen2.refresh_token, 'string')
-  h.clock.advance(60)
-  t.equal((await refreshFrom(h, login.refresh_token, EVIL_IP, EVIL_UA)).reason, 'reuse_detected')
-  return sidOf(login.access_token)
+  clock.advance(60)
+  t.equal((await refresh(rt0, EVIL)).body.reason, 'reuse_detected')
+  return sidOf(gen0)
 }
 
 t.test('lineage and events of a session with a rotation, a grace replay and a reuse detection', async (t) => {
@@ -104,16 +98,16 @@ t.test('a fingerprint mismatch and an operator revocation show in the lineage', 
   const h = await build(t)
   // The CLI computes live/expired on the real clock.
   h.clock.t = Date.now()
-  const a = await passwordLogin(h)
+  const a = await h.login(CURL)
   h.clock.advance(30)
-  const stolen = await refreshFrom(h, a.refresh_token, '198.51.100.20', 'Other/2.0 (Windows)')
+  const stolen = (await h.refresh(a.refresh_token as string, { headers: { 'user-agent': 'Other/2.0 (Windows)' }, ip: '198.51.100.20' })).body
   t.equal(stolen.reason, 'fingerprint_mismatch', 'another user agent: the session is revoked (default policy)')
   const lineage = await cli(h.dbFile, ['lineage', sidOf(a.access_token)])
   t.match(lineage.stdout, /status {4}REVOKED at \S+: fingerprint_mismatch/)
   t.match(lineage.stdout, /\n +! FINGERPRINT {3}\S+ {2}198\.51\.100\.20 +Other\/2\.0 \(Windows\) {2}-> user_agent,ip changed \(policy revoke\)\n/)
   t.match(lineage.stdout, /x REVOKED {2}\S+ {2}198\.51\.100\.20 +Other\/2\.0 \(Windows\) {2}-> fingerprint_mismatch\n$/)
 
-  const b = await passwordLogin(h)
+  const b = await h.login(CURL)
   const live = await cli(h.dbFile, ['lineage', sidOf(b.access_token)])
   t.match(live.stdout, /status {4}live\n/)
   t.match(live.stdout, /<- the live token/)
@@ -121,17 +115,17 @@ t.test('a fingerprint mismatch and an operator revocation show in the lineage', 
   const revoke = await cli(h.dbFile, ['revoke', '--session', sidOf(b.access_token)])
   t.equal(revoke.code, 0, revoke.stderr)
   t.equal(revoke.stdout, `revoked session ${sidOf(b.access_token)}\n`)
-  t.equal((await refreshFrom(h, b.refresh_token)).reason, 'session_revoked', 'the server refuses it at once')
+  t.equal((await h.refresh(b.refresh_token as string, CURL)).body.reason, 'session_revoked', 'the server refuses it at once')
   const again = await cli(h.dbFile, ['revoke', '--session', sidOf(b.access_token)])
   t.equal(again.code, 0)
   t.equal(again.stdout, `session ${sidOf(b.access_token)} was already revoked (operator_revoked)\n`)
   t.match((await cli(h.dbFile, ['lineage', sidOf(b.access_token)])).stdout, /x REVOKED .*-> operator_revoked \(via cli\)\n$/)
 
-  const c = await passwordLogin(h)
-  const d = await passwordLogin(h)
+  const c = await h.login(CURL)
+  const d = await h.login(CURL)
   const byUser = await cli(h.dbFile, ['revoke', '--user', 'alice'])
   t.equal(byUser.stdout, 'revoked 2 sessions of alice\n')
-  for (const x of [c, d]) t.equal((await refreshFrom(h, x.refresh_token)).reason, 'session_revoked')
+  for (const x of [c, d]) t.equal((await h.refresh(x.refresh_token as string, CURL)).body.reason, 'session_revoked')
   t.match((await cli(h.dbFile, ['sessions', 'alice'])).stdout, /revoked \(operator_revoked\)[^\n]*\n[^\n]*revoked \(operator_revoked\)/)
 })
 

@@ -5,25 +5,21 @@ import t from 'tap'
 import { openDatabase } from '../db/sqlite/database.js'
 import { digest } from '../server/tokens/refresh-format.js'
 import { lineageViolations } from './invariants.js'
-import { runCli } from './processes.js'
-import { post, spawnServer } from './server-process.js'
+import { addAliceAndCli, CHEAP_ARGON2_ENV, runCli, sendForm, startServer } from './processes.js'
 
 /*
  * `tokenline backup <file>` (SQLite's online backup API) taken while a server process is busy rotating
- * refresh tokens (security.md Part 2.6 item 9): the copy restores to a database that passes
- * `PRAGMA integrity_check` and the lineage invariants, and holds every refresh token the clients had
- * received before the backup started.
+ * refresh tokens: the copy restores to a database that passes `PRAGMA integrity_check` and the lineage
+ * invariants, and holds every refresh token the clients had received before the backup started.
  */
 
 const PASSWORD = 'backup test password'
-const CHEAP = { TOKENLINE_ARGON2_MEMORY: '1024', TOKENLINE_ARGON2_TIME: '1' }
 
 t.test('a backup taken during a refresh load restores to a sound database', async (t) => {
   const dir = t.testdir({})
-  const env = { TOKENLINE_DB: join(dir, 'live.db'), TOKENLINE_THROTTLE_PASSWORD: '0', TOKENLINE_THROTTLE_FAILURES: '0', ...CHEAP }
-  t.equal((await runCli(['user', 'add', 'alice'], { env, input: `${PASSWORD}\n` })).code, 0)
-  t.equal((await runCli(['client', 'add', 'cli', '--delivery', 'body'], { env })).code, 0)
-  const server = await spawnServer(t, env)
+  const env = { TOKENLINE_DB: join(dir, 'live.db'), TOKENLINE_THROTTLE_PASSWORD: '0', TOKENLINE_THROTTLE_FAILURES: '0', ...CHEAP_ARGON2_ENV }
+  await addAliceAndCli(t, env, PASSWORD)
+  const server = await startServer(t, env)
 
   const received: string[] = []
   let failures = 0
@@ -35,7 +31,7 @@ t.test('a backup taken during a refresh load restores to a sound database', asyn
       const params: Record<string, string> = rt === undefined || i % 25 === 0
         ? { grant_type: 'password', username: 'alice', password: PASSWORD, client_id: 'cli' }
         : { grant_type: 'refresh_token', refresh_token: rt, client_id: 'cli' }
-      const o = await post(server.url, '/token', params).outcome
+      const o = await sendForm(`${server.url}/token`, params).outcome
       load.completed++
       if (o.kind === 'response' && o.status === 200) {
         rt = (JSON.parse(o.body) as { refresh_token: string }).refresh_token
@@ -82,7 +78,7 @@ t.test('a backup taken during a refresh load restores to a sound database', asyn
 
 t.test('tokenline backup refuses to overwrite, and other bad input, with one line', async (t) => {
   const dir = t.testdir({})
-  const env = { TOKENLINE_DB: join(dir, 'live.db'), ...CHEAP }
+  const env = { TOKENLINE_DB: join(dir, 'live.db'), ...CHEAP_ARGON2_ENV }
   t.equal((await runCli(['user', 'add', 'alice'], { env, input: `${PASSWORD}\n` })).code, 0)
   const target = join(dir, 'copy.db')
   writeFileSync(target, 'precious')

@@ -7,11 +7,11 @@ import { createPasswords } from '../server/security/passwords.js'
 import tokenline from '../server/plugin.js'
 import { trustProxyFor } from '../server/standalone/proxy.js'
 import { ipPrefix, normaliseIp, sameNetwork } from '../server/security/fingerprint.js'
-import { CHEAP_ARGON2, build, form, PASSWORD, TestClock } from './helpers.js'
+import { CHEAP_ARGON2, build, PASSWORD, requestsTo, sidOf, TestClock, type GrantOptions } from './helpers.js'
 
 /*
- * Fingerprint binding (SPEC section 8; security.md F1-F3): user agent (normalised), IP (/24, /64,
- * IPv4-mapped = IPv4) and an optional device id, each under each policy; where the IP comes from.
+ * Fingerprint binding of a session to the device it started on: user agent (normalised), IP (/24,
+ * /64, IPv4-mapped = IPv4) and an optional device id, each under each policy; where the IP comes from.
  */
 
 const CHROME_120_WIN = 'Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36'
@@ -20,26 +20,24 @@ const FIREFOX_121_WIN = 'Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:121.0) Gec
 interface Device { ua?: string, ip?: string, xff?: string, deviceId?: string }
 const HOME: Required<Omit<Device, 'xff'>> = { ua: CHROME_120_WIN, ip: '203.0.113.7', deviceId: 'phone-1' }
 
-/** POST /token from a given device: its user agent, socket address, X-Forwarded-For and device id. */
-async function post (app: FastifyInstance, params: Record<string, string>, d: Device): Promise<LightMyRequestResponse> {
-  const headers: Record<string, string> = { 'content-type': 'application/x-www-form-urlencoded' }
+/** What the server sees of a device: its user agent, socket address, X-Forwarded-For and device id. */
+function sentFrom (d: Device, client: string): GrantOptions {
+  const headers: Record<string, string> = {}
   if (d.ua !== undefined) headers['user-agent'] = d.ua
   if (d.xff !== undefined) headers['x-forwarded-for'] = d.xff
-  const p = { ...params }
-  if (d.deviceId !== undefined) p.device_id = d.deviceId
-  return await app.inject({ method: 'POST', url: '/token', headers, payload: form(p), remoteAddress: d.ip ?? '127.0.0.1' })
+  return { client, headers, ip: d.ip ?? '127.0.0.1', ...(d.deviceId !== undefined && { device_id: d.deviceId }) }
 }
 
+/** alice logs in from device `d`, on any app (the harness's or a host of this file's making). */
 async function login (app: FastifyInstance, d: Device, client = 'cli'): Promise<{ rt: string, sid: string }> {
-  const res = await post(app, { grant_type: 'password', client_id: client, username: 'alice', password: PASSWORD }, d)
-  if (res.statusCode !== 200) throw new Error(`login failed: ${res.body}`)
-  const body = res.json()
-  const sid = JSON.parse(Buffer.from(body.access_token.split('.')[1], 'base64url').toString()).sid as string
-  return { rt: body.refresh_token, sid }
+  const body = await requestsTo(app).login(sentFrom(d, client))
+  if (body.refresh_token === undefined) throw new Error(`login failed: ${JSON.stringify(body)}`)
+  return { rt: body.refresh_token, sid: sidOf(body) }
 }
 
+/** A refresh of `rt` from device `d`. */
 const refresh = async (app: FastifyInstance, rt: string, d: Device, client = 'cli'): Promise<LightMyRequestResponse> =>
-  await post(app, { grant_type: 'refresh_token', client_id: client, refresh_token: rt }, d)
+  (await requestsTo(app).refresh(rt, sentFrom(d, client))).res
 
 async function mismatches (app: FastifyInstance, sid: string): Promise<Array<{ reason: string | null, signals: string[] }>> {
   const events = await app.tokenline.store.listEvents({ sessionId: sid })
@@ -54,7 +52,7 @@ const CHANGES: Array<{ name: string, option: 'bindingUserAgent' | 'bindingIp' | 
 ]
 const POLICIES: Policy[] = ['ignore', 'log', 'reject', 'revoke']
 
-t.test('each signal under each policy', async (t) => {
+t.test('each changed signal is ignored, logged, rejected or revoked as its policy says', async (t) => {
   for (const change of CHANGES) {
     for (const policy of POLICIES) {
       await t.test(`${change.name}, ${policy}`, async (t) => {
@@ -148,7 +146,7 @@ t.test('user agent normalisation: routine updates pass, another browser does not
   }
 })
 
-t.test('IP matching', async (t) => {
+t.test('IP matching: the same /24 or /64 is the same network, and IPv4-mapped IPv6 is IPv4', async (t) => {
   const h = await build(t, { bindingIp: 'reject' })
   const cases: Array<[string, string, string, boolean]> = [
     ['IPv4-mapped IPv6 at login, IPv4 later', '::ffff:203.0.113.7', '203.0.113.7', true],
@@ -294,7 +292,7 @@ async function seed (app: FastifyInstance): Promise<void> {
   await store.createClient({ id: 'cli', secretDigest: null, delivery: 'body', grants: 'password refresh_token', scopes: '', origins: '', accessTtl: null, idleTtl: null, sessionTtl: null, now })
 }
 
-t.test('X-Forwarded-For', async (t) => {
+t.test('X-Forwarded-For is believed only from a proxy the host trusts', async (t) => {
   await t.test('ignored by default: the socket address is the client', async (t) => {
     const app = await host(t, false)
     const { rt, sid } = await login(app, { ...HOME, xff: '198.51.100.1' })

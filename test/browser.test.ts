@@ -10,28 +10,18 @@ import { spawn } from 'node:child_process'
 import { existsSync, mkdtempSync, rmSync } from 'node:fs'
 import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
-import { dirname, join } from 'node:path'
-import { fileURLToPath } from 'node:url'
+import { join } from 'node:path'
 import Database from 'better-sqlite3'
 import t, { type Test } from 'tap'
 import type { Browser, BrowserContext, Page, Request, Response } from 'playwright-core'
+import { PASSWORD } from './helpers.js'
+import { CHEAP_ARGON2_ENV, cleanEnv, MAIN, ROOT, runCli } from './processes.js'
+import { COOKIE_NAME } from './set-cookie.js'
 
 const CHROMIUM = '/usr/bin/chromium'
-const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..')
-const MAIN = join(ROOT, 'dist', 'server', 'standalone', 'main.js')
-const CLI = join(ROOT, 'bin', 'tokenline.js')
-const PASSWORD = 'correct horse battery staple'
-const COOKIE = '__Secure-tokenline-rt'
 const ACCESS_TTL = 3
 const CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
   '--disable-background-networking', '--disable-component-update', '--disable-sync']
-
-/** Settings for the server and the CLI: cheap argon2 (the production cost is tested elsewhere). */
-function env (extra: Record<string, string>): NodeJS.ProcessEnv {
-  const base: NodeJS.ProcessEnv = {}
-  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('TOKENLINE_') && k !== 'PORT' && k !== 'HOST') base[k] = v
-  return { ...base, TOKENLINE_ARGON2_MEMORY: '1024', TOKENLINE_ARGON2_TIME: '1', ...extra }
-}
 
 async function freePort (): Promise<number> {
   return await new Promise((resolve, reject) => {
@@ -44,20 +34,11 @@ async function freePort (): Promise<number> {
   })
 }
 
-async function run (args: string[], environment: NodeJS.ProcessEnv, input: string): Promise<string> {
-  return await new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [CLI, ...args], { env: environment, cwd: ROOT })
-    let out = ''
-    child.stdout.on('data', (d: Buffer) => { out += d.toString() })
-    child.stderr.on('data', (d: Buffer) => { out += d.toString() })
-    child.on('error', reject)
-    child.on('close', (code) => code === 0 ? resolve(out) : reject(new Error(`tokenline ${args.join(' ')} exited ${code}: ${out}`)))
-    child.stdin.end(input)
-  })
-}
-
-/** Starts the standalone server and waits until it serves the demo page. */
-async function startServer (t: Test, environment: NodeJS.ProcessEnv, base: string): Promise<() => string> {
+/**
+ * Starts the standalone server on the port `base` names and waits until it serves the demo page; its
+ * issuer, and so the `web` client's origin, must be known before it starts, hence no PORT=0 here.
+ */
+async function serveDemo (t: Test, environment: NodeJS.ProcessEnv, base: string): Promise<() => string> {
   const child = spawn(process.execPath, [MAIN], { env: environment, cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] })
   let out = ''
   let exited = false
@@ -114,18 +95,20 @@ if (!existsSync(CHROMIUM)) {
   const dbFile = join(dir, 'tokenline.db')
   const port = await freePort()
   const base = `http://localhost:${port}`
-  const serverEnv = env({
+  const settings = {
     TOKENLINE_DB: dbFile,
     PORT: String(port),
     HOST: '127.0.0.1',
     TOKENLINE_ISSUER: base,
     TOKENLINE_ACCESS_TTL: String(ACCESS_TTL),
     TOKENLINE_REUSE_GRACE: '0',
-    TOKENLINE_LOG_LEVEL: 'warn'
-  })
+    TOKENLINE_LOG_LEVEL: 'warn',
+    ...CHEAP_ARGON2_ENV
+  }
   if (!existsSync(MAIN)) throw new Error('dist/ is missing: run npm run build first (npm test does)')
-  await run(['user', 'add', 'alice'], serverEnv, `${PASSWORD}\n`)
-  const serverOutput = await startServer(t, serverEnv, base)
+  const user = await runCli(['user', 'add', 'alice'], { env: settings, input: `${PASSWORD}\n` })
+  if (user.code !== 0) throw new Error(`tokenline user add exited ${String(user.code)}: ${user.stderr}`)
+  const serverOutput = await serveDemo(t, cleanEnv(settings), base)
 
   const browser: Browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS })
   t.teardown(() => browser.close())
@@ -203,7 +186,7 @@ if (!existsSync(CHROMIUM)) {
   })
 
   await t.test('the refresh token is never visible to JavaScript', async (t) => {
-    const jar = (await context.cookies(`${base}/token`)).filter((c) => c.name === COOKIE)
+    const jar = (await context.cookies(`${base}/token`)).filter((c) => c.name === COOKIE_NAME)
     t.equal(jar.length, 1, 'the refresh cookie is in the browser\'s cookie jar')
     t.match(jar[0], { httpOnly: true, secure: true, sameSite: 'Strict', path: '/token' })
     t.match(jar[0]?.value, /^tlrt_/)
@@ -335,7 +318,7 @@ if (!existsSync(CHROMIUM)) {
     for (const p of tabs) await state(p, 'signed-out')
     // state() waits for the signed-out form and fails the test on timeout: reaching here is the assertion.
     t.pass('every tab shows the login form')
-    t.same((await context.cookies(`${base}/token`)).filter((c) => c.name === COOKIE), [], 'the refresh cookie is cleared')
+    t.same((await context.cookies(`${base}/token`)).filter((c) => c.name === COOKIE_NAME), [], 'the refresh cookie is cleared')
 
     const api = await fetch(`http://127.0.0.1:${port}/sessions`, { headers: { authorization: `Bearer ${access}` } })
     t.equal(api.status, 401, 'the last access token is refused by GET /sessions at once')

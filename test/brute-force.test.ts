@@ -9,12 +9,12 @@ import { createPasswords } from '../server/security/passwords.js'
 import tokenline from '../server/plugin.js'
 import { randomId } from '../server/tokens/refresh-format.js'
 import { settingByKey } from '../server/options.js'
-import { build, CHEAP_ARGON2, form, PASSWORD, type Harness } from './helpers.js'
+import { build, CHEAP_ARGON2, PASSWORD, requestsTo, type Harness } from './helpers.js'
 
 /*
- * Brute-force protection of the password grant (RFC 6749 §4.3.2; shared/reference/security.md D2, D3,
- * X8): per-IP budgets, per-account back-off kept in SQLite, the known-device exemption, and a lock that
- * looks exactly like a wrong password.
+ * Brute-force protection of the password grant (RFC 6749 §4.3.2): per-IP budgets, per-account
+ * back-off kept in SQLite, the known-device exemption, and a lock that looks exactly like a wrong
+ * password.
  */
 
 /** The production per-IP budgets (the harness turns them off for other suites). */
@@ -29,19 +29,14 @@ const OWNER = { ip: '198.51.100.7', ua: 'BankApp/4.2.1 (iPhone; iOS 17.4.1)', de
 
 interface Attempt { username?: string, password?: string, ip?: string, ua?: string, device_id?: string, headers?: Record<string, string> }
 
-async function attempt (h: Harness, a: Attempt = {}): Promise<LightMyRequestResponse> {
+/** A password grant of `cli`, by the attacker with a wrong password unless `a` says otherwise. */
+async function attempt (h: Pick<Harness, 'token'>, a: Attempt = {}): Promise<LightMyRequestResponse> {
   const params: Record<string, string> = { grant_type: 'password', client_id: 'cli', username: a.username ?? 'alice', password: a.password ?? 'wrong password' }
   if (a.device_id !== undefined) params.device_id = a.device_id
-  return await h.app.inject({
-    method: 'POST',
-    url: '/token',
-    remoteAddress: a.ip ?? ATTACKER.ip,
-    headers: { 'content-type': 'application/x-www-form-urlencoded', 'user-agent': a.ua ?? ATTACKER.ua, ...a.headers },
-    payload: form(params)
-  })
+  return await h.token(params, { ip: a.ip ?? ATTACKER.ip, headers: { 'user-agent': a.ua ?? ATTACKER.ua, ...a.headers } })
 }
 
-const ownerLogin = async (h: Harness, ip = OWNER.ip): Promise<LightMyRequestResponse> =>
+const ownerLogin = async (h: Pick<Harness, 'token'>, ip = OWNER.ip): Promise<LightMyRequestResponse> =>
   await attempt(h, { password: PASSWORD, ip, ua: OWNER.ua, device_id: OWNER.device })
 
 /** What a wrong password looks like: the reference every other refusal must match byte for byte. */
@@ -52,7 +47,7 @@ const VOLATILE = new Set(['date', 'content-length', 'x-request-id', 'connection'
 const stableHeaders = (res: LightMyRequestResponse): Record<string, unknown> =>
   Object.fromEntries(Object.entries(res.headers).filter(([k]) => !VOLATILE.has(k)).sort(([a], [b]) => a.localeCompare(b)))
 
-async function lockAlice (h: Harness, via: Attempt = {}): Promise<void> {
+async function lockAlice (h: Pick<Harness, 'token'>, via: Attempt = {}): Promise<void> {
   for (let i = 0; i < 5; i++) {
     const res = await attempt(h, via)
     if (res.statusCode !== 400) throw new Error(`expected 400 while locking, got ${res.statusCode}`)
@@ -176,7 +171,7 @@ t.test('the counter is kept in the database: a restart does not reset it', async
   const again = Fastify()
   await again.register(tokenline, { database: h.dbFile, argon2: CHEAP_ARGON2, now: h.clock.now, logEvents: false })
   t.teardown(() => again.close())
-  const h2 = { ...h, app: again }
+  const h2 = requestsTo(again)
   t.equal((await attempt(h2, { password: PASSWORD })).body, WRONG, 'still locked after the restart')
   h.clock.advance(1)
   t.equal((await attempt(h2, { password: PASSWORD })).statusCode, 200, 'and free once the lock has run out')
@@ -267,13 +262,12 @@ t.test('per-IP budgets follow the socket address: X-Forwarded-For rotation does 
   }
   t.same(codes, [...Array(20).fill(400), ...Array(5).fill(429)], 'password spraying across names and forged addresses: 429 after 20')
 
-  const bad = async (i: number): Promise<number> => (await h.app.inject({
-    method: 'POST', url: '/token', remoteAddress: '203.0.113.77', headers: { 'x-forwarded-for': `172.16.${i}.9` }, payload: { grant_type: 'refresh_token', client_id: 'cli', refresh_token: `tlrt_guess_${i}` }
-  })).statusCode
+  const bad = async (i: number): Promise<number> =>
+    (await h.refresh(`tlrt_guess_${i}`, { ip: '203.0.113.77', headers: { 'x-forwarded-for': `172.16.${i}.9` } })).status
   const failures: number[] = []
   for (let i = 0; i < 62; i++) failures.push(await bad(i))
   t.same(failures.slice(58), [400, 400, 429, 429], 'the 61st failed request from one address is refused')
-  const refused = await h.app.inject({ method: 'POST', url: '/token', remoteAddress: '203.0.113.77', payload: { grant_type: 'refresh_token', client_id: 'cli', refresh_token: 'x' } })
+  const refused = (await h.refresh('x', { ip: '203.0.113.77' })).res
   t.equal(refused.statusCode, 429, 'every request from that address is refused while its budget is spent')
   t.match(refused.headers, { 'retry-after': '60', 'cache-control': 'no-store', pragma: 'no-cache' })
   t.equal((await attempt(h, { password: PASSWORD, ip: '203.0.113.78' })).statusCode, 200, 'a neighbouring address is not affected')
@@ -327,9 +321,9 @@ t.test('successful refreshes never spend the budget', async (t) => {
   const h = await build(t, PROD_THROTTLES)
   let rt = (await h.login()).refresh_token as string
   for (let i = 0; i < 300; i++) {
-    const res = await h.token({ grant_type: 'refresh_token', client_id: 'cli', refresh_token: rt })
-    if (res.statusCode !== 200) { t.fail(`refresh ${i}: ${res.statusCode} ${res.body}`); return }
-    rt = res.json().refresh_token
+    const r = await h.refresh(rt)
+    if (r.status !== 200) { t.fail(`refresh ${i}: ${r.status} ${JSON.stringify(r.body)}`); return }
+    rt = r.body.refresh_token as string
   }
   // Any refused refresh failed the test and returned above: reaching here is the assertion.
   t.pass('300 refreshes from one address within a minute')

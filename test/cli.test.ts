@@ -1,6 +1,6 @@
 /*
- * The operators' CLI (SPEC §9), run as a user runs it: `node bin/tokenline.js ...` on the built dist,
- * against a temporary TOKENLINE_DB. Every bad input must exit non-zero with exactly one line on stderr.
+ * The operators' CLI, run as a user runs it: `node bin/tokenline.js ...` on the built dist, against a
+ * temporary TOKENLINE_DB. Every bad input must exit non-zero with exactly one line on stderr.
  */
 import Database from 'better-sqlite3'
 import { createHash } from 'node:crypto'
@@ -8,24 +8,22 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import t from 'tap'
 import type { Test } from 'tap'
-import { form, type TokenBody } from './helpers.js'
-import { mapLimit, runCli, startServer, tempDir, type Run } from './processes.js'
+import { basicAuth, type TokenBody } from './helpers.js'
+import { CHEAP_ARGON2_ENV, mapLimit, postForm, runCli, startServer, tempDir, type Run } from './processes.js'
 
-// Cheap argon2 for speed; password-grant.test.ts checks the CLI's production defaults.
-const CHEAP = { TOKENLINE_ARGON2_MEMORY: '1024', TOKENLINE_ARGON2_TIME: '1' }
 const PW = 'a decent password'
 
 function setup (t: Test): { db: string, cli: (args: string[], input?: string) => Promise<Run> } {
   const db = join(tempDir(t), 'cli.db')
-  return { db, cli: async (args, input) => await runCli(args, { env: { TOKENLINE_DB: db, ...CHEAP }, ...(input !== undefined && { input }) }) }
+  return { db, cli: async (args, input) => await runCli(args, { env: { TOKENLINE_DB: db, ...CHEAP_ARGON2_ENV }, ...(input !== undefined && { input }) }) }
 }
 
-function ok (t: Test, r: Run, label: string): void {
+function assertExit0 (t: Test, r: Run, label: string): void {
   t.equal(r.code, 0, `${label}: exit 0 (${r.stderr.trim()})`)
 }
 
-/** SPEC §9: a bad input exits non-zero with a one-line message, and nothing else. */
-function refused (t: Test, r: Run, label: string, message?: RegExp): void {
+/** A bad input exits non-zero with a one-line message, and nothing else. */
+function assertBadInput (t: Test, r: Run, label: string, message?: RegExp): void {
   t.not(r.code, 0, `${label}: non-zero exit`)
   t.ok(r.code !== null && r.code < 128, `${label}: an exit, not a crash or a signal`)
   t.match(r.stderr, /^tokenline: [^\n]+\n$/, `${label}: exactly one line on stderr, starting "tokenline: " (got ${JSON.stringify(r.stderr.slice(0, 300))})`)
@@ -42,34 +40,34 @@ function rows<T> (db: string, sql: string): T[] {
 t.test('users: add, duplicate, list, passwd, disable, enable', async (t) => {
   const { db, cli } = setup(t)
   const add = await cli(['user', 'add', 'Alice'], PW + '\n')
-  ok(t, add, 'user add')
+  assertExit0(t, add, 'user add')
   t.match(add.stdout, /^created user alice \(id [\w-]{22}\)\n$/, 'the username is normalised')
   t.notMatch(add.stdout + add.stderr, PW, 'the password is not echoed')
   const [alice] = rows<{ id: string, username: string, password_hash: string }>(db, 'SELECT id, username, password_hash FROM users')
   t.equal(alice?.username, 'alice')
   t.match(alice?.password_hash, /^\$argon2id\$/)
 
-  refused(t, await cli(['user', 'add', 'alice'], PW + '\n'), 'duplicate', /already exists/)
-  refused(t, await cli(['user', 'add', 'ALICE '], PW + '\n'), 'duplicate after normalisation', /already exists/)
-  ok(t, await cli(['user', 'add', 'bob'], 'windows line end\r\n'), 'a CRLF-terminated password')
+  assertBadInput(t, await cli(['user', 'add', 'alice'], PW + '\n'), 'duplicate', /already exists/)
+  assertBadInput(t, await cli(['user', 'add', 'ALICE '], PW + '\n'), 'duplicate after normalisation', /already exists/)
+  assertExit0(t, await cli(['user', 'add', 'bob'], 'windows line end\r\n'), 'a CRLF-terminated password')
 
   const list = await cli(['user', 'list'])
-  ok(t, list, 'user list')
+  assertExit0(t, list, 'user list')
   t.match(list.stdout, /^USERNAME\s+ID\s+STATUS\s+CREATED\n/)
   t.match(list.stdout, new RegExp(`\\nalice\\s+${alice?.id}\\s+active\\s+\\d{4}-`))
   t.match(list.stdout, /\nbob\s+\S+\s+active/)
 
   const hash0 = alice?.password_hash
   const passwd = await cli(['user', 'passwd', 'alice'], 'another decent password\n')
-  ok(t, passwd, 'user passwd')
+  assertExit0(t, passwd, 'user passwd')
   t.match(passwd.stdout, /changed password of alice; revoked 0 sessions/)
   t.not(rows<{ password_hash: string }>(db, "SELECT password_hash FROM users WHERE username = 'alice'")[0]?.password_hash, hash0, 'the hash changed')
 
   const disable = await cli(['user', 'disable', 'alice'])
-  ok(t, disable, 'user disable')
+  assertExit0(t, disable, 'user disable')
   t.match(disable.stdout, /disabled alice/)
   t.match((await cli(['user', 'list'])).stdout, /\nalice\s+\S+\s+disabled/)
-  ok(t, await cli(['user', 'enable', 'alice']), 'user enable')
+  assertExit0(t, await cli(['user', 'enable', 'alice']), 'user enable')
   t.match((await cli(['user', 'list'])).stdout, /\nalice\s+\S+\s+active/)
 
   const events = rows<{ type: string }>(db, 'SELECT type FROM security_events ORDER BY id').map((e) => e.type)
@@ -79,21 +77,21 @@ t.test('users: add, duplicate, list, passwd, disable, enable', async (t) => {
 t.test('clients: public and confidential, options validated, the secret shown once and stored as a digest', async (t) => {
   const { db, cli } = setup(t)
   const pub = await cli(['client', 'add', 'mobile', '--delivery', 'body', '--scopes', 'read write'])
-  ok(t, pub, 'public client')
+  assertExit0(t, pub, 'public client')
   t.match(pub.stdout, /^created public client mobile \(delivery body\)\n$/)
   t.notMatch(pub.stdout, /secret/)
 
   const conf = await cli(['client', 'add', 'svc', '--confidential', '--grants', 'refresh_token,password'])
-  ok(t, conf, 'confidential client')
+  assertExit0(t, conf, 'confidential client')
   const secret = /client_secret: (\S+)/.exec(conf.stdout)?.[1]
   t.ok(secret !== undefined && secret.length >= 43, 'a secret of at least 256 bits is printed')
   t.match(conf.stdout, /shown once/)
 
   const spa = await cli(['client', 'add', 'spa', '--delivery', 'cookie', '--origin', 'https://app.example.com', '--origin', 'http://localhost:5173'])
-  ok(t, spa, 'cookie client with origins')
+  assertExit0(t, spa, 'cookie client with origins')
   t.equal(spa.stderr, '', 'no warning when origins are given')
   const noOrigin = await cli(['client', 'add', 'spa2', '--delivery', 'both'])
-  ok(t, noOrigin, 'cookie delivery without an origin still works')
+  assertExit0(t, noOrigin, 'cookie delivery without an origin still works')
   t.match(noOrigin.stderr, /^note: /, 'but warns that browsers cannot use it')
 
   type Row = { id: string, secret_digest: Buffer | null, delivery: string, grants: string, scopes: string, origins: string }
@@ -108,18 +106,18 @@ t.test('clients: public and confidential, options validated, the secret shown on
   t.same(byId.get('svc')?.secret_digest, createHash('sha256').update(secret ?? '').digest())
   for (const f of [db, db + '-wal'].filter((f) => existsSync(f))) t.equal(readFileSync(f).indexOf(secret ?? '-'), -1, `secret not in ${f.endsWith('-wal') ? 'the WAL' : 'the database'}`)
   const list = await cli(['client', 'list'])
-  ok(t, list, 'client list')
+  assertExit0(t, list, 'client list')
   t.match(list.stdout, /\nsvc\s+confidential\s+body/)
   t.match(list.stdout, /\nspa\s+public\s+cookie\s+\S+\s+-\s+https:\/\/app\.example\.com http:\/\/localhost:5173/)
   t.notOk(list.stdout.includes(secret ?? '-'), 'client list does not show the secret')
 
-  refused(t, await cli(['client', 'add', 'svc']), 'duplicate client', /already exists/)
+  assertBadInput(t, await cli(['client', 'add', 'svc']), 'duplicate client', /already exists/)
 })
 
 t.test('every bad input: non-zero exit and one line on stderr', async (t) => {
   const { db, cli } = setup(t)
-  ok(t, await cli(['user', 'add', 'alice'], PW + '\n'), 'seed user')
-  ok(t, await cli(['client', 'add', 'cli']), 'seed client')
+  assertExit0(t, await cli(['user', 'add', 'alice'], PW + '\n'), 'seed user')
+  assertExit0(t, await cli(['client', 'add', 'cli']), 'seed client')
   const before = readFileSync(db)
 
   const cases: Array<[string[], string | undefined, RegExp?]> = [
@@ -153,24 +151,24 @@ t.test('every bad input: non-zero exit and one line on stderr', async (t) => {
   ]
   // Several at a time: each is a separate process that only reads the database.
   const results = await mapLimit(cases, 4, async ([args, input]) => await cli(args, input))
-  cases.forEach(([args, , message], i) => refused(t, results[i] as Run, args.join(' ').slice(0, 60), message))
+  cases.forEach(([args, , message], i) => assertBadInput(t, results[i] as Run, args.join(' ').slice(0, 60), message))
   t.same(readFileSync(db), before, 'no refused command wrote to the database')
   t.same(rows<{ id: string }>(db, 'SELECT id FROM clients').map((r) => r.id), ['cli'])
 
   // Bad settings and bad database paths are bad input too.
-  const env = async (extra: Record<string, string>, args = ['user', 'list']): Promise<Run> => await runCli(args, { env: { TOKENLINE_DB: db, ...CHEAP, ...extra } })
-  refused(t, await env({ TOKENLINE_ARGON2_MEMORY: 'lots' }), 'bad TOKENLINE_ARGON2_MEMORY', /TOKENLINE_ARGON2_MEMORY/)
-  refused(t, await env({ TOKENLINE_ACCESS_TTL: '-5' }), 'bad TOKENLINE_ACCESS_TTL', /TOKENLINE_ACCESS_TTL/)
+  const env = async (extra: Record<string, string>, args = ['user', 'list']): Promise<Run> => await runCli(args, { env: { TOKENLINE_DB: db, ...CHEAP_ARGON2_ENV, ...extra } })
+  assertBadInput(t, await env({ TOKENLINE_ARGON2_MEMORY: 'lots' }), 'bad TOKENLINE_ARGON2_MEMORY', /TOKENLINE_ARGON2_MEMORY/)
+  assertBadInput(t, await env({ TOKENLINE_ACCESS_TTL: '-5' }), 'bad TOKENLINE_ACCESS_TTL', /TOKENLINE_ACCESS_TTL/)
   const file = join(tempDir(t, { 'plain.txt': 'not a database, not a directory' }), 'plain.txt')
-  refused(t, await env({ TOKENLINE_DB: join(file, 'x.db') }), 'a TOKENLINE_DB under a regular file')
+  assertBadInput(t, await env({ TOKENLINE_DB: join(file, 'x.db') }), 'a TOKENLINE_DB under a regular file')
   const garbage = join(tempDir(t), 'garbage.db')
   writeFileSync(garbage, 'this is not an SQLite database at all, just text, long enough to have a header')
-  refused(t, await env({ TOKENLINE_DB: garbage }), 'a TOKENLINE_DB that is not a database')
-  refused(t, await env({ TOKENLINE_DB: tempDir(t) }), 'a TOKENLINE_DB that is a directory')
+  assertBadInput(t, await env({ TOKENLINE_DB: garbage }), 'a TOKENLINE_DB that is not a database')
+  assertBadInput(t, await env({ TOKENLINE_DB: tempDir(t) }), 'a TOKENLINE_DB that is a directory')
 
   // help is not an error; no command at all prints the usage and fails.
   const help = await cli(['help'])
-  ok(t, help, 'help')
+  assertExit0(t, help, 'help')
   t.match(help.stdout, /user add <username>/)
   const none = await cli([])
   t.not(none.code, 0, 'no command: non-zero exit')
@@ -179,28 +177,26 @@ t.test('every bad input: non-zero exit and one line on stderr', async (t) => {
 
 t.test('a user and client created by the CLI work against the real server', async (t) => {
   const { db, cli } = setup(t)
-  ok(t, await cli(['user', 'add', 'alice'], PW + '\n'), 'user add')
-  ok(t, await cli(['client', 'add', 'mobile', '--delivery', 'body']), 'public client')
+  assertExit0(t, await cli(['user', 'add', 'alice'], PW + '\n'), 'user add')
+  assertExit0(t, await cli(['client', 'add', 'mobile', '--delivery', 'body']), 'public client')
   const conf = await cli(['client', 'add', 'svc', '--confidential'])
   const secret = /client_secret: (\S+)/.exec(conf.stdout)?.[1] ?? ''
 
-  const server = await startServer(t, { TOKENLINE_DB: db, ...CHEAP })
-  const token = async (params: Record<string, string>, headers: Record<string, string> = {}): Promise<{ status: number, body: TokenBody }> => {
-    const res = await fetch(`${server.url}/token`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded', ...headers }, body: form(params) })
-    return { status: res.status, body: await res.json() as TokenBody }
-  }
+  const server = await startServer(t, { TOKENLINE_DB: db, ...CHEAP_ARGON2_ENV })
+  const token = async (params: Record<string, string>, headers: Record<string, string> = {}): Promise<{ status: number, body: TokenBody }> =>
+    await postForm(`${server.url}/token`, params, headers)
   const login = { grant_type: 'password', username: 'alice', password: PW }
   const a = await token({ ...login, client_id: 'mobile' })
   t.equal(a.status, 200, 'the CLI user logs in through the public client')
   t.equal(a.body.token_type, 'Bearer')
   t.type(a.body.refresh_token, 'string')
-  const b = await token(login, { authorization: 'Basic ' + Buffer.from(`svc:${secret}`).toString('base64') })
+  const b = await token(login, { authorization: basicAuth('svc', secret) })
   t.equal(b.status, 200, 'the printed secret authenticates the confidential client')
   t.equal((await token({ ...login, client_id: 'svc', client_secret: secret + 'x' })).body.error, 'invalid_client')
 
-  // passwd ends the user's sessions (SPEC §9), and the server sees it at once.
+  // passwd ends the user's sessions, and the server sees it at once.
   const passwd = await cli(['user', 'passwd', 'alice'], 'a new decent password\n')
-  ok(t, passwd, 'user passwd while the server runs')
+  assertExit0(t, passwd, 'user passwd while the server runs')
   t.match(passwd.stdout, /revoked 2 sessions/)
   const r = await token({ grant_type: 'refresh_token', client_id: 'mobile', refresh_token: a.body.refresh_token ?? '' })
   t.equal(r.status, 400)
@@ -208,9 +204,9 @@ t.test('a user and client created by the CLI work against the real server', asyn
   t.equal((await token({ ...login, client_id: 'mobile' })).body.error, 'invalid_grant', 'the old password no longer works')
   t.equal((await token({ ...login, password: 'a new decent password', client_id: 'mobile' })).status, 200, 'the new one does')
 
-  ok(t, await cli(['user', 'disable', 'alice']), 'user disable')
+  assertExit0(t, await cli(['user', 'disable', 'alice']), 'user disable')
   const disabled = await token({ ...login, password: 'a new decent password', client_id: 'mobile' })
   t.same(disabled.body, { error: 'invalid_grant', error_description: 'invalid username or password', reason: 'invalid_credentials' }, 'a disabled user looks like a wrong password')
-  ok(t, await cli(['user', 'enable', 'alice']), 'user enable')
+  assertExit0(t, await cli(['user', 'enable', 'alice']), 'user enable')
   t.equal((await token({ ...login, password: 'a new decent password', client_id: 'mobile' })).status, 200, 'enabled again')
 })

@@ -1,19 +1,16 @@
 import Database from 'better-sqlite3'
-import { spawn } from 'node:child_process'
-import { existsSync } from 'node:fs'
-import { request } from 'node:http'
-import { dirname, join } from 'node:path'
-import { fileURLToPath } from 'node:url'
+import { join } from 'node:path'
 import t, { type Test } from 'tap'
 import { openDatabase } from '../db/sqlite/database.js'
 import { createStore } from '../db/sqlite/store.js'
 import { createPasswords } from '../server/security/passwords.js'
 import { digest } from '../server/tokens/refresh-format.js'
-import { CHEAP_ARGON2, PASSWORD, form } from './helpers.js'
+import { CHEAP_ARGON2, PASSWORD } from './helpers.js'
 import { lineageViolations } from './invariants.js'
+import { sendForm, startFixture, type Fixture } from './processes.js'
 
 /*
- * Exactly-once rotation across processes (SPEC §5 and §11; security.md E5, P1, Part 2.6 item 3).
+ * Exactly-once rotation across processes (RFC 9700 §4.14.2: a rotated refresh token is used once).
  * Several real server processes share one SQLite file; each round fires PARALLEL refreshes of one token,
  * spread over the processes, each on its own TCP connection. The checks, after every round: no 5xx and
  * no SQLITE_BUSY anywhere; with grace, every request gets the one successor; without, exactly one wins;
@@ -21,8 +18,6 @@ import { lineageViolations } from './invariants.js'
  * immediate transactions turned deferred inside the server processes, and must be caught.
  */
 
-const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..')
-const FIXTURE = join(ROOT, 'test', 'fixtures', 'server-process.mjs')
 const PROCESSES = 3
 const PARALLEL = 20
 const ROUNDS = 50
@@ -31,59 +26,13 @@ const CONTROL_ROUNDS = 20
 const GRACE = 30
 const UA = 'tokenline-concurrency-test/1'
 
-if (!existsSync(join(ROOT, 'dist', 'server', 'plugin.js'))) throw new Error('dist/ is missing: run npm run build first')
-
-interface Proc { port: number, stderr: () => string }
 interface Reply { status: number, body: string }
 
-/** Starts one fixture server on `dbFile` and resolves once it printed its port. Killed at teardown. */
-async function startProcess (t: Test, dbFile: string, grace: number, env: Record<string, string> = {}): Promise<Proc> {
-  const child = spawn(process.execPath, [FIXTURE, dbFile, String(grace)], {
-    cwd: ROOT,
-    env: { ...process.env, ...env },
-    stdio: ['ignore', 'pipe', 'pipe']
-  })
-  let stdout = ''
-  let stderr = ''
-  let exited = false
-  const exit = new Promise<void>((resolve) => child.on('exit', () => { exited = true; resolve() }))
-  t.teardown(async () => {
-    if (!exited) child.kill('SIGKILL')
-    await exit
-  })
-  child.stderr.setEncoding('utf8').on('data', (d: string) => { stderr += d })
-  const port = await new Promise<number>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`server process did not start:\n${stderr}`)), 20_000)
-    child.stdout.setEncoding('utf8').on('data', (d: string) => {
-      stdout += d
-      const m = /^(\d+)\n/.exec(stdout)
-      if (m?.[1] !== undefined) { clearTimeout(timer); resolve(Number(m[1])) }
-    })
-    exit.then(() => { clearTimeout(timer); reject(new Error(`server process exited:\n${stderr}`)) }, () => {})
-  })
-  return { port, stderr: () => stderr }
-}
-
-/** POST /token on a fresh connection of its own (no keep-alive agent), so requests really run in parallel. */
-async function post (port: number, params: Record<string, string>): Promise<Reply> {
-  const payload = form(params)
-  return await new Promise((resolve, reject) => {
-    const req = request({
-      host: '127.0.0.1',
-      port,
-      path: '/token',
-      method: 'POST',
-      agent: false,
-      headers: { 'content-type': 'application/x-www-form-urlencoded', 'content-length': Buffer.byteLength(payload), 'user-agent': UA }
-    }, (res) => {
-      let body = ''
-      res.setEncoding('utf8').on('data', (d: string) => { body += d })
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }))
-      res.on('error', reject)
-    })
-    req.on('error', reject)
-    req.end(payload)
-  })
+/** POST /token to one process, on a connection of its own; a request cut off fails the test run. */
+async function postToken (proc: Fixture, params: Record<string, string>): Promise<Reply> {
+  const o = await sendForm(`${proc.url}/token`, params, { 'user-agent': UA }).outcome
+  if (o.kind === 'cut') throw new Error(`request cut off: ${o.error}`)
+  return o
 }
 
 /** A fresh database with user alice and the public body client `cli`, as the processes will find it. */
@@ -97,8 +46,9 @@ async function seed (t: Test): Promise<string> {
   return dbFile
 }
 
-async function login (port: number): Promise<string> {
-  const res = await post(port, { grant_type: 'password', client_id: 'cli', username: 'alice', password: PASSWORD })
+/** alice logs in on server process `proc`: her refresh token. */
+async function loginAt (proc: Fixture): Promise<string> {
+  const res = await postToken(proc, { grant_type: 'password', client_id: 'cli', username: 'alice', password: PASSWORD })
   if (res.status !== 200) throw new Error(`login failed: ${res.status} ${res.body}`)
   return (JSON.parse(res.body) as { refresh_token: string }).refresh_token
 }
@@ -118,9 +68,9 @@ interface Round {
 }
 
 /** Fires PARALLEL refreshes of `token`, request i to process i mod n, then looks at the database. */
-async function race (procs: Proc[], dbFile: string, token: string): Promise<Round> {
+async function race (procs: Fixture[], dbFile: string, token: string): Promise<Round> {
   const replies = await Promise.all(Array.from({ length: PARALLEL }, async (_, i) =>
-    await post((procs[i % procs.length] as Proc).port, { grant_type: 'refresh_token', client_id: 'cli', refresh_token: token })))
+    await postToken(procs[i % procs.length] as Fixture, { grant_type: 'refresh_token', client_id: 'cli', refresh_token: token })))
   const round: Round = { statuses: {}, successors: [], reasons: [], serverErrors: 0, busyInBody: 0, violations: [], generation: -1, lineage: -1 }
   const successors = new Set<string>()
   for (const r of replies) {
@@ -146,13 +96,13 @@ async function race (procs: Proc[], dbFile: string, token: string): Promise<Roun
   return round
 }
 
-const busyInLogs = (procs: Proc[]): boolean => procs.some((p) => /SQLITE_BUSY|database is locked/i.test(p.stderr()))
+const busyInLogs = (procs: Fixture[]): boolean => procs.some((p) => /SQLITE_BUSY|database is locked/i.test(p.stderr()))
 
 t.test(`grace ${GRACE} s: ${PARALLEL} parallel refreshes over ${PROCESSES} processes, ${ROUNDS} rounds`, async (t) => {
   const dbFile = await seed(t)
-  const procs: Proc[] = []
-  for (let i = 0; i < PROCESSES; i++) procs.push(await startProcess(t, dbFile, GRACE))
-  let token = await login((procs[0] as Proc).port)
+  const procs: Fixture[] = []
+  for (let i = 0; i < PROCESSES; i++) procs.push(await startFixture(t, dbFile, { grace: GRACE }))
+  let token = await loginAt(procs[0] as Fixture)
   const failures: string[] = []
   for (let n = 1; n <= ROUNDS; n++) {
     const r = await race(procs, dbFile, token)
@@ -174,12 +124,12 @@ t.test(`grace ${GRACE} s: ${PARALLEL} parallel refreshes over ${PROCESSES} proce
 
 t.test(`grace 0: exactly one of ${PARALLEL} parallel refreshes wins, ${ROUNDS} rounds`, async (t) => {
   const dbFile = await seed(t)
-  const procs: Proc[] = []
-  for (let i = 0; i < PROCESSES; i++) procs.push(await startProcess(t, dbFile, 0))
+  const procs: Fixture[] = []
+  for (let i = 0; i < PROCESSES; i++) procs.push(await startFixture(t, dbFile, { grace: 0 }))
   const failures: string[] = []
   for (let n = 1; n <= ROUNDS; n++) {
     // Each round needs a new session: the losers' reuse revokes the one they raced on.
-    const token = await login((procs[n % PROCESSES] as Proc).port)
+    const token = await loginAt(procs[n % PROCESSES] as Fixture)
     const r = await race(procs, dbFile, token)
     const problems: string[] = []
     if (r.serverErrors > 0) problems.push(`${r.serverErrors} server errors`)
@@ -198,9 +148,9 @@ t.test(`grace 0: exactly one of ${PARALLEL} parallel refreshes wins, ${ROUNDS} r
 
 t.test('negative control: the same race with deferred transactions is caught', async (t) => {
   const dbFile = await seed(t)
-  const procs: Proc[] = []
-  for (let i = 0; i < PROCESSES; i++) procs.push(await startProcess(t, dbFile, GRACE, { TOKENLINE_TEST_DEFERRED: '1' }))
-  let token = await login((procs[0] as Proc).port)
+  const procs: Fixture[] = []
+  for (let i = 0; i < PROCESSES; i++) procs.push(await startFixture(t, dbFile, { grace: GRACE, env: { TOKENLINE_TEST_DEFERRED: '1' } }))
+  let token = await loginAt(procs[0] as Fixture)
   const statuses: Record<number, number> = {}
   let caught = 0
   let forked = 0
@@ -214,7 +164,7 @@ t.test('negative control: the same race with deferred transactions is caught', a
     violations += r.violations.length
     if (r.serverErrors > 0 || r.busyInBody > 0 || r.successors.length > 1 || r.violations.length > 0 || (r.statuses[200] ?? 0) !== PARALLEL) caught++
     // A round where every request failed leaves the token as it was (nothing committed) or consumed: start over.
-    token = r.successors[0] ?? await login((procs[0] as Proc).port)
+    token = r.successors[0] ?? await loginAt(procs[0] as Fixture)
   }
   const busy = busyInLogs(procs)
   const serverErrors = Object.entries(statuses).filter(([s]) => Number(s) >= 500).reduce((a, [, c]) => a + c, 0)

@@ -1,23 +1,19 @@
 import t, { type Test } from 'tap'
 import type { LightMyRequestResponse } from 'fastify'
-import { build, PASSWORD, type Harness } from './helpers.js'
-import { COOKIE_NAME, refreshCookie, SAME_ORIGIN, setCookies, type SetCookie } from './set-cookie.js'
+import { build, PASSWORD, SAME_ORIGIN } from './helpers.js'
+// Every login here comes from the demo SPA's page, whatever the client's delivery.
+import { COOKIE_NAME, cookieLogin as login, cookieRefresh, maxAge, refreshCookie, setCookies, type SetCookie } from './set-cookie.js'
+
+/*
+ * The refresh token in an HttpOnly cookie, out of the page's scripts' reach (OAuth 2.0 for
+ * Browser-Based Applications, draft, §6.1.3.2): which client gets it where, its attributes
+ * (RFC 6265 §4.1.2), its Max-Age against the session's life, and which refusals clear it.
+ */
 
 const LOGIN = { grant_type: 'password', username: 'alice', password: PASSWORD }
 const DAY = 86400
 
-async function login (h: Harness, client = 'web'): Promise<LightMyRequestResponse> {
-  const res = await h.token({ ...LOGIN, client_id: client }, { headers: SAME_ORIGIN })
-  if (res.statusCode !== 200) throw new Error(`login failed: ${res.body}`)
-  return res
-}
-
-/** A refresh carrying only the cookie, as the demo SPA sends it. */
-async function refreshWithCookie (h: Harness, value: string, client = 'web', extra: Record<string, string> = {}): Promise<LightMyRequestResponse> {
-  return await h.token({ grant_type: 'refresh_token', client_id: client, ...extra }, { headers: SAME_ORIGIN, cookies: { [COOKIE_NAME]: value } })
-}
-
-/** The attributes every refresh cookie carries, set or cleared (browser-apps draft §6.1.3.2; security.md G1, X3). */
+/** The attributes every refresh cookie carries, set or cleared. */
 function assertShape (t: Test, c: SetCookie, path = '/token'): void {
   t.equal(c.name, COOKIE_NAME)
   t.ok(c.name.startsWith('__Secure-'), '__Secure- prefix')
@@ -36,8 +32,6 @@ function assertCleared (t: Test, res: LightMyRequestResponse, path = '/token'): 
   t.equal(c.value, '', 'emptied')
   t.equal(c.attrs.get('max-age'), '0', 'Max-Age=0')
 }
-
-const maxAge = (c: SetCookie | undefined): number => Number(c?.attrs.get('max-age'))
 
 t.test('login sets exactly one refresh cookie with the exact attributes', async (t) => {
   const h = await build(t)
@@ -90,13 +84,13 @@ t.test('delivery decides where the refresh token goes', async (t) => {
   t.equal(refreshCookie(both)?.value, both.json().refresh_token, 'both: the same token in body and cookie')
 
   // The same holds for a refresh.
-  const rc = await refreshWithCookie(h, refreshCookie(cookie)?.value ?? '')
+  const rc = await cookieRefresh(h, refreshCookie(cookie)?.value ?? '')
   t.equal(rc.statusCode, 200)
   t.notOk('refresh_token' in rc.json())
   const rb = await h.token({ grant_type: 'refresh_token', client_id: 'cli', refresh_token: body.json().refresh_token }, { headers: SAME_ORIGIN })
   t.equal(rb.statusCode, 200)
   t.equal(setCookies(rb).length, 0)
-  const rd = await refreshWithCookie(h, refreshCookie(both)?.value ?? '', 'duo')
+  const rd = await cookieRefresh(h, refreshCookie(both)?.value ?? '', { client: 'duo' })
   t.equal(rd.statusCode, 200)
   t.equal(refreshCookie(rd)?.value, rd.json().refresh_token)
 })
@@ -105,7 +99,7 @@ t.test('a refresh from the cookie alone rotates the cookie', async (t) => {
   const h = await build(t)
   const first = refreshCookie(await login(h))?.value ?? ''
   h.clock.advance(60)
-  const res = await refreshWithCookie(h, first)
+  const res = await cookieRefresh(h, first)
   t.equal(res.statusCode, 200)
   t.type(res.json().access_token, 'string')
   const next = refreshCookie(res)
@@ -114,7 +108,7 @@ t.test('a refresh from the cookie alone rotates the cookie', async (t) => {
   t.not(next.value, first, 'a new refresh token')
   t.equal(maxAge(next), 30 * DAY - 60, 'Max-Age counts down with the session; rotation never extends it')
   // The rotated-away cookie is now a replay; the new one works.
-  t.equal((await refreshWithCookie(h, next.value)).statusCode, 200)
+  t.equal((await cookieRefresh(h, next.value)).statusCode, 200)
 })
 
 t.test('Max-Age never exceeds the remaining absolute life, to the last second', async (t) => {
@@ -123,19 +117,19 @@ t.test('Max-Age never exceeds the remaining absolute life, to the last second', 
   let value = refreshCookie(await login(h, 'short'))?.value ?? ''
   for (const [step, left] of [[1800, 1800], [1700, 100], [99, 1]] as const) {
     h.clock.advance(step)
-    const res = await refreshWithCookie(h, value, 'short')
+    const res = await cookieRefresh(h, value, { client: 'short' })
     t.equal(res.statusCode, 200)
     const c = refreshCookie(res)
     t.equal(maxAge(c), left, `${left} s left, Max-Age=${left}`)
     value = c?.value ?? ''
   }
   h.clock.advance(1)
-  const over = await refreshWithCookie(h, value, 'short')
+  const over = await cookieRefresh(h, value, { client: 'short' })
   t.equal(over.json().reason, 'session_expired')
   assertCleared(t, over)
 })
 
-t.test('body and cookie both present', async (t) => {
+t.test('a body token and a different cookie are ambiguous and refused; the same token in both is not', async (t) => {
   const h = await build(t)
   await h.addClient({ id: 'duo', delivery: 'both', origins: 'http://localhost:3000' })
   const a = await login(h, 'duo')
@@ -143,17 +137,17 @@ t.test('body and cookie both present', async (t) => {
   const tokenA = a.json().refresh_token as string
   const tokenB = b.json().refresh_token as string
 
-  const diff = await refreshWithCookie(h, tokenA, 'duo', { refresh_token: tokenB })
+  const diff = await cookieRefresh(h, tokenA, { client: 'duo', params: { refresh_token: tokenB } })
   t.equal(diff.statusCode, 400)
   t.equal(diff.json().error, 'invalid_request', 'ambiguous credential')
   t.equal(setCookies(diff).length, 0, 'nothing set or cleared')
   // Neither session was touched.
-  t.equal((await refreshWithCookie(h, tokenA, 'duo')).statusCode, 200)
-  t.equal((await h.token({ grant_type: 'refresh_token', client_id: 'duo', refresh_token: tokenB }, { headers: SAME_ORIGIN })).statusCode, 200)
+  t.equal((await cookieRefresh(h, tokenA, { client: 'duo' })).statusCode, 200)
+  t.equal((await h.refresh(tokenB, { client: 'duo', headers: SAME_ORIGIN })).status, 200)
 
   const c = await login(h, 'duo')
   const tokenC = c.json().refresh_token as string
-  const same = await refreshWithCookie(h, tokenC, 'duo', { refresh_token: tokenC })
+  const same = await cookieRefresh(h, tokenC, { client: 'duo', params: { refresh_token: tokenC } })
   t.equal(same.statusCode, 200, 'the same token twice is not ambiguous')
 })
 
@@ -161,39 +155,39 @@ t.test('every invalid_grant caused by the cookie clears it', async (t) => {
   const h = await build(t)
   await h.addClient({ id: 'web2', delivery: 'cookie', origins: 'http://localhost:3000' })
   const cases: Array<[string, () => Promise<LightMyRequestResponse>]> = [
-    ['token_invalid', async () => await refreshWithCookie(h, 'tlrt_not-a-token')],
+    ['token_invalid', async () => await cookieRefresh(h, 'tlrt_not-a-token')],
     ['token_invalid', async () => {
       // Well formed (valid checksum) but never issued: swap a login token for a fresh, unknown one.
       const { newRefreshToken } = await import('../server/tokens/refresh-format.js')
-      return await refreshWithCookie(h, newRefreshToken())
+      return await cookieRefresh(h, newRefreshToken())
     }],
-    ['client_mismatch', async () => await refreshWithCookie(h, refreshCookie(await login(h))?.value ?? '', 'web2')],
+    ['client_mismatch', async () => await cookieRefresh(h, refreshCookie(await login(h))?.value ?? '', { client: 'web2' })],
     ['reuse_detected', async () => {
       const v = refreshCookie(await login(h))?.value ?? ''
-      await refreshWithCookie(h, v)
+      await cookieRefresh(h, v)
       h.clock.advance(11) // past the grace window
-      return await refreshWithCookie(h, v)
+      return await cookieRefresh(h, v)
     }],
     ['session_revoked', async () => {
       const v1 = refreshCookie(await login(h))?.value ?? ''
-      const v2 = refreshCookie(await refreshWithCookie(h, v1))?.value ?? ''
+      const v2 = refreshCookie(await cookieRefresh(h, v1))?.value ?? ''
       h.clock.advance(11)
-      await refreshWithCookie(h, v1) // reuse revokes the session
+      await cookieRefresh(h, v1) // reuse revokes the session
       // Pretend the legitimate tab still holds v2: it is refused because the session is gone.
-      const res = await refreshWithCookie(h, v2)
+      const res = await cookieRefresh(h, v2)
       t.equal(res.json().reason, 'reuse_detected', 'the stored revocation reason is reported')
       return res
     }],
     ['session_idle', async () => {
       const v = refreshCookie(await login(h))?.value ?? ''
       h.clock.advance(7 * DAY)
-      return await refreshWithCookie(h, v)
+      return await cookieRefresh(h, v)
     }],
     ['session_expired', async () => {
       await h.addClient({ id: 'brief', delivery: 'cookie', origins: 'http://localhost:3000', sessionTtl: 60 })
       const v = refreshCookie(await login(h, 'brief'))?.value ?? ''
       h.clock.advance(60)
-      return await refreshWithCookie(h, v, 'brief')
+      return await cookieRefresh(h, v, { client: 'brief' })
     }],
     ['fingerprint_mismatch', async () => {
       const v = refreshCookie(await login(h))?.value ?? ''
@@ -209,7 +203,7 @@ t.test('every invalid_grant caused by the cookie clears it', async (t) => {
       const bob = await h.app.tokenline.store.findUserByUsername('bob')
       // Disabling also revokes the user's sessions; either reason is a refusal caused by the cookie.
       await h.app.tokenline.store.setUserDisabled({ userId: bob?.id ?? '', disabled: true, now: h.clock.now(), events: [] })
-      return await refreshWithCookie(h, v)
+      return await cookieRefresh(h, v)
     }]
   ]
   for (const [reason, run] of cases) {

@@ -3,32 +3,22 @@ import cors from '@fastify/cors'
 import Fastify, { type LightMyRequestResponse } from 'fastify'
 import { join } from 'node:path'
 import tokenline from '../server/plugin.js'
-import { build, BROWSER_UA, ORIGIN, PASSWORD, type Harness } from './helpers.js'
-import { COOKIE_NAME, refreshCookie, SAME_ORIGIN, setCookies } from './set-cookie.js'
+import { build, BROWSER_UA, ORIGIN, PASSWORD, SAME_ORIGIN, type Harness } from './helpers.js'
+import { COOKIE_NAME, cookieLogin, cookieRefresh, cookieValue, refreshCookie, setCookies } from './set-cookie.js'
 
 /*
- * The CSRF matrix of security.md G2-G4 and 3.D, with the headers a browser would send. Every refused
- * request must leave the session exactly as it was: not rotated, not revoked, the cookie not cleared.
+ * Cross-site request forgery against the cookie clients (RFC 6749 §10.12), judged by the headers a
+ * browser sends (Origin, RFC 6454 §7, and Sec-Fetch-Site). Every refused request must leave the
+ * session exactly as it was: not rotated, not revoked, the cookie not cleared.
  */
 
 const LOGIN = { grant_type: 'password', client_id: 'web', username: 'alice', password: PASSWORD }
-const REFRESH = { grant_type: 'refresh_token', client_id: 'web' }
 
-/** A hidden auto-submitting form on an attacker's page (security.md 3.D). */
+/** A hidden auto-submitting form on an attacker's page. */
 const CROSS_SITE_FORM = { origin: 'https://evil.example', 'sec-fetch-site': 'cross-site', 'sec-fetch-mode': 'navigate', 'sec-fetch-dest': 'document', 'user-agent': BROWSER_UA }
 
-async function loginCookie (h: Harness): Promise<string> {
-  const res = await h.token(LOGIN, { headers: SAME_ORIGIN })
-  const c = refreshCookie(res)
-  if (res.statusCode !== 200 || c === undefined) throw new Error(`login failed: ${res.body}`)
-  return c.value
-}
-
-async function refresh (h: Harness, cookie: string, headers: Record<string, string>): Promise<LightMyRequestResponse> {
-  return await h.token(REFRESH, { headers, cookies: { [COOKIE_NAME]: cookie } })
-}
-
-function assertRefused (t: Test, res: LightMyRequestResponse, status = 403, allowedOrigin = ORIGIN): void {
+/** Refused by the CSRF defence (403 csrf_rejected) or before it (400), with nothing set, cleared or readable. */
+function assertCsrfRefused (t: Test, res: LightMyRequestResponse, status = 403, allowedOrigin = ORIGIN): void {
   t.equal(res.statusCode, status, `refused with ${status}`)
   t.equal(res.json().error, 'invalid_request')
   if (status === 403) t.equal(res.json().reason, 'csrf_rejected')
@@ -41,7 +31,7 @@ function assertRefused (t: Test, res: LightMyRequestResponse, status = 403, allo
 async function assertUntouched (t: Test, h: Harness, cookie: string): Promise<void> {
   const events = await h.app.tokenline.store.listEvents({})
   t.same(events.map((e) => e.type), ['login_succeeded'], 'no rotation, revocation or mismatch recorded')
-  const ok = await refresh(h, cookie, SAME_ORIGIN)
+  const ok = await cookieRefresh(h, cookie, { headers: SAME_ORIGIN })
   t.equal(ok.statusCode, 200, 'the same cookie still refreshes from the real page')
   t.ok(refreshCookie(ok)?.value, 'and is rotated then')
 }
@@ -66,12 +56,12 @@ const REFUSED: Array<[string, Record<string, string>]> = [
   ['unknown Sec-Fetch-Site value', { origin: ORIGIN, 'sec-fetch-site': 'same-origin, cross-site', 'user-agent': BROWSER_UA }]
 ]
 
-t.test('refresh with the cookie: refused matrix', async (t) => {
+t.test('a cookie refresh from any page but the client\'s own origin is refused and changes nothing', async (t) => {
   for (const [name, headers] of REFUSED) {
     await t.test(name, async (t) => {
       const h = await build(t)
-      const cookie = await loginCookie(h)
-      assertRefused(t, await refresh(h, cookie, headers))
+      const cookie = cookieValue(await cookieLogin(h))
+      assertCsrfRefused(t, await cookieRefresh(h, cookie, { headers }))
       await assertUntouched(t, h, cookie)
     })
   }
@@ -79,16 +69,16 @@ t.test('refresh with the cookie: refused matrix', async (t) => {
 
 t.test('refused even when the cookie carries garbage: the CSRF check comes first and clears nothing', async (t) => {
   const h = await build(t)
-  const res = await refresh(h, 'tlrt_garbage', CROSS_SITE_FORM)
-  assertRefused(t, res)
+  const res = await cookieRefresh(h, 'tlrt_garbage', { headers: CROSS_SITE_FORM })
+  assertCsrfRefused(t, res)
 })
 
 t.test('a refused request does not consume the token: no rotation, no reuse later', async (t) => {
   const h = await build(t)
-  const cookie = await loginCookie(h)
-  for (let i = 0; i < 3; i++) assertRefused(t, await refresh(h, cookie, CROSS_SITE_FORM))
+  const cookie = cookieValue(await cookieLogin(h))
+  for (let i = 0; i < 3; i++) assertCsrfRefused(t, await cookieRefresh(h, cookie, { headers: CROSS_SITE_FORM }))
   h.clock.advance(60) // past any grace window: a consumed token would now count as reuse
-  const ok = await refresh(h, cookie, SAME_ORIGIN)
+  const ok = await cookieRefresh(h, cookie, { headers: SAME_ORIGIN })
   t.equal(ok.statusCode, 200)
   const session = (await h.app.tokenline.store.listEvents({ limit: 10 })).find((e) => e.type === 'token_rotated')
   t.ok(session, 'the first real rotation is the legitimate one')
@@ -96,7 +86,7 @@ t.test('a refused request does not consume the token: no rotation, no reuse late
 
 t.test('text/plain form body (enctype=text/plain) is refused before anything is read', async (t) => {
   const h = await build(t)
-  const cookie = await loginCookie(h)
+  const cookie = cookieValue(await cookieLogin(h))
   for (const headers of [CROSS_SITE_FORM, SAME_ORIGIN, {}]) {
     const res = await h.app.inject({
       method: 'POST',
@@ -105,21 +95,21 @@ t.test('text/plain form body (enctype=text/plain) is refused before anything is 
       cookies: { [COOKIE_NAME]: cookie },
       payload: 'grant_type=refresh_token&client_id=web&x='
     })
-    assertRefused(t, res, 400)
+    assertCsrfRefused(t, res, 400)
   }
   await assertUntouched(t, h, cookie)
 })
 
-t.test('requests that pass', async (t) => {
+t.test('the client\'s own page, an older browser and a non-browser may refresh with the cookie', async (t) => {
   const h = await build(t)
-  let cookie = await loginCookie(h)
+  let cookie = cookieValue(await cookieLogin(h))
   const pass: Array<[string, Record<string, string>]> = [
     ['same-origin fetch', SAME_ORIGIN],
     ['allowed Origin without Sec-Fetch-Site (older browser)', { origin: ORIGIN, 'user-agent': BROWSER_UA }],
     ['neither header: not a browser (curl with a cookie jar)', { 'user-agent': BROWSER_UA }]
   ]
   for (const [name, headers] of pass) {
-    const res = await refresh(h, cookie, headers)
+    const res = await cookieRefresh(h, cookie, { headers })
     t.equal(res.statusCode, 200, name)
     cookie = refreshCookie(res)?.value ?? ''
   }
@@ -133,12 +123,12 @@ t.test('sibling subdomains with csrfSameSite allow: the Origin must still be lis
   const login = await h.token({ ...LOGIN, client_id: 'spa' }, { headers })
   t.equal(login.statusCode, 200, 'login from the listed sibling')
   const cookie = refreshCookie(login)?.value ?? ''
-  const evil = await h.token({ ...REFRESH, client_id: 'spa' }, { headers: { ...headers, origin: 'http://evil.localhost:5173' }, cookies: { [COOKIE_NAME]: cookie } })
-  assertRefused(t, evil)
-  const ok = await h.token({ ...REFRESH, client_id: 'spa' }, { headers, cookies: { [COOKIE_NAME]: cookie } })
+  const evil = await cookieRefresh(h, cookie, { client: 'spa', headers: { ...headers, origin: 'http://evil.localhost:5173' } })
+  assertCsrfRefused(t, evil)
+  const ok = await cookieRefresh(h, cookie, { client: 'spa', headers })
   t.equal(ok.statusCode, 200, 'refresh from the listed sibling')
-  const cross = await h.token({ ...REFRESH, client_id: 'spa' }, { headers: { ...headers, 'sec-fetch-site': 'cross-site' }, cookies: { [COOKIE_NAME]: refreshCookie(ok)?.value ?? '' } })
-  assertRefused(t, cross, 403, sibling)
+  const cross = await cookieRefresh(h, refreshCookie(ok)?.value ?? '', { client: 'spa', headers: { ...headers, 'sec-fetch-site': 'cross-site' } })
+  assertCsrfRefused(t, cross, 403, sibling)
 })
 
 t.test('login CSRF: the password grant of cookie clients', async (t) => {
@@ -163,11 +153,11 @@ t.test('body clients are not cookie-authenticated: no CSRF check on their grants
   const login = await h.token({ ...LOGIN, client_id: 'cli' }, { headers: CROSS_SITE_FORM })
   t.equal(login.statusCode, 200)
   t.notOk(login.headers['access-control-allow-origin'])
-  const res = await h.token({ grant_type: 'refresh_token', client_id: 'cli', refresh_token: login.json().refresh_token }, { headers: CROSS_SITE_FORM })
-  t.equal(res.statusCode, 200, 'the token in the body is not ambient authority')
+  const res = await h.refresh(login.json().refresh_token, { headers: CROSS_SITE_FORM })
+  t.equal(res.status, 200, 'the token in the body is not ambient authority')
 })
 
-t.test('CORS', async (t) => {
+t.test('CORS: only the cookie clients\' origins may read the answers', async (t) => {
   const h = await build(t)
   const preflight = async (origin: string): Promise<LightMyRequestResponse> => await h.app.inject({
     method: 'OPTIONS',

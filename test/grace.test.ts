@@ -1,35 +1,25 @@
 import Fastify from 'fastify'
 import t from 'tap'
 import tokenline from '../server/plugin.js'
-import { BROWSER_UA, CHEAP_ARGON2, build, decodeJwt, form, type Harness, type TokenBody } from './helpers.js'
+import { BROWSER_UA, CHEAP_ARGON2, build, requestsTo, sidOf as sid } from './helpers.js'
 import { assertLineage } from './invariants.js'
 
 /*
- * The grace window (SPEC §5, security.md X4): the immediate parent of the live token, presented again
- * within `reuseGrace` seconds of its first use by the same device, gets the same successor back, never a
- * new branch. Anything else that presents a consumed token is reuse.
+ * The grace window for a racing reuse (RFC 9700 §4.14.2 rotation, made safe for a client that sends
+ * one refresh twice): the immediate parent of the live token, presented again within `reuseGrace`
+ * seconds of its first use by the same device, gets the same successor back, never a new branch.
+ * Anything else that presents a consumed token is reuse.
  */
 
 const GRACE = 10
 const FIREFOX_UA = 'Mozilla/5.0 (X11; Linux x86_64; rv:121.0) Gecko/20100101 Firefox/121.0'
 
-interface Sent { headers?: Record<string, string>, device_id?: string }
-
-async function refresh (h: Harness, token: string, sent: Sent = {}): Promise<{ status: number, body: TokenBody }> {
-  const params: Record<string, string> = { grant_type: 'refresh_token', client_id: 'cli', refresh_token: token }
-  if (sent.device_id !== undefined) params.device_id = sent.device_id
-  const res = await h.token(params, { headers: sent.headers ?? {} })
-  return { status: res.statusCode, body: res.json() as TokenBody }
-}
-
-const sid = (body: TokenBody): string => decodeJwt(body.access_token).payload.sid as string
-
 t.test('the same token twice inside the window gets the same successor, and only one child exists', async (t) => {
   const h = await build(t, { reuseGrace: GRACE })
   const login = await h.login()
-  const first = await refresh(h, login.refresh_token as string)
+  const first = await h.refresh(login.refresh_token as string)
   h.clock.advance(1)
-  const second = await refresh(h, login.refresh_token as string)
+  const second = await h.refresh(login.refresh_token as string)
   t.equal(first.status, 200)
   t.equal(second.status, 200, 'the racing duplicate succeeds')
   t.equal(second.body.refresh_token, first.body.refresh_token, 'byte-identical successor')
@@ -44,7 +34,7 @@ t.test('the same token twice inside the window gets the same successor, and only
   t.notOk(events.some((e) => e.type === 'reuse_detected'), 'no reuse recorded')
   t.ok(events.some((e) => e.type === 'refresh_replayed'), 'the grace replay is recorded')
 
-  const next = await refresh(h, first.body.refresh_token as string)
+  const next = await h.refresh(first.body.refresh_token as string)
   t.equal(next.status, 200, 'the shared successor goes on working')
   assertLineage(t, h.dbFile)
 })
@@ -52,16 +42,16 @@ t.test('the same token twice inside the window gets the same successor, and only
 t.test('the grandparent never qualifies', async (t) => {
   const h = await build(t, { reuseGrace: GRACE })
   const login = await h.login()
-  const rt1 = await refresh(h, login.refresh_token as string)
+  const rt1 = await h.refresh(login.refresh_token as string)
   h.clock.advance(1)
-  const rt2 = await refresh(h, rt1.body.refresh_token as string)
+  const rt2 = await h.refresh(rt1.body.refresh_token as string)
   t.equal(rt2.status, 200)
   h.clock.advance(1)
-  const replay = await refresh(h, login.refresh_token as string)
+  const replay = await h.refresh(login.refresh_token as string)
   t.equal(replay.status, 400, 'RT0 two seconds after its first use, but after RT1 was used too')
   t.equal(replay.body.error, 'invalid_grant')
   t.equal(replay.body.reason, 'reuse_detected')
-  t.equal((await refresh(h, rt2.body.refresh_token as string)).body.reason, 'reuse_detected', 'the live token is revoked with it')
+  t.equal((await h.refresh(rt2.body.refresh_token as string)).body.reason, 'reuse_detected', 'the live token is revoked with it')
   t.equal((await h.app.tokenline.store.lineage(sid(login))).length, 3, 'no branch was minted')
   assertLineage(t, h.dbFile)
 })
@@ -70,21 +60,21 @@ t.test('the window is measured from the first use and never slides', async (t) =
   const h = await build(t, { reuseGrace: GRACE })
   const login = await h.login()
   const rt0 = login.refresh_token as string
-  const first = await refresh(h, rt0)
+  const first = await h.refresh(rt0)
   const successor = first.body.refresh_token
   h.clock.advance(5)
-  const at5 = await refresh(h, rt0)
+  const at5 = await h.refresh(rt0)
   t.equal(at5.status, 200, 'replay at 5 s is grace')
   t.equal(at5.body.refresh_token, successor)
   h.clock.advance(4.999)
-  const at9999 = await refresh(h, rt0)
+  const at9999 = await h.refresh(rt0)
   t.equal(at9999.status, 200, 'replay at 9.999 s is grace')
   t.equal(at9999.body.refresh_token, successor)
   h.clock.advance(0.001)
-  const at10 = await refresh(h, rt0)
+  const at10 = await h.refresh(rt0)
   t.equal(at10.status, 400, 'replay at exactly 10 s is reuse: the 5 s and 9.999 s replays did not extend the window')
   t.equal(at10.body.reason, 'reuse_detected')
-  t.equal((await refresh(h, successor as string)).body.reason, 'reuse_detected', 'and the session is over')
+  t.equal((await h.refresh(successor as string)).body.reason, 'reuse_detected', 'and the session is over')
   t.same((await h.app.tokenline.store.lineage(sid(login))).map((tok) => tok.generation), [0, 1])
   assertLineage(t, h.dbFile)
 })
@@ -92,12 +82,12 @@ t.test('the window is measured from the first use and never slides', async (t) =
 t.test('grace 0 disables the window', async (t) => {
   const h = await build(t, { reuseGrace: 0 })
   const login = await h.login()
-  const first = await refresh(h, login.refresh_token as string)
+  const first = await h.refresh(login.refresh_token as string)
   t.equal(first.status, 200)
-  const replay = await refresh(h, login.refresh_token as string)
+  const replay = await h.refresh(login.refresh_token as string)
   t.equal(replay.status, 400, 'an immediate replay, same instant, same device')
   t.equal(replay.body.reason, 'reuse_detected')
-  t.equal((await refresh(h, first.body.refresh_token as string)).body.reason, 'reuse_detected')
+  t.equal((await h.refresh(first.body.refresh_token as string)).body.reason, 'reuse_detected')
   assertLineage(t, h.dbFile)
 })
 
@@ -105,13 +95,13 @@ t.test('a replay from another user agent inside the window is reuse', async (t) 
   const h = await build(t, { reuseGrace: GRACE })
   const chrome = { headers: { 'user-agent': BROWSER_UA } }
   const login = await h.login(chrome)
-  const first = await refresh(h, login.refresh_token as string, chrome)
+  const first = await h.refresh(login.refresh_token as string, chrome)
   t.equal(first.status, 200)
   h.clock.advance(1)
-  const replay = await refresh(h, login.refresh_token as string, { headers: { 'user-agent': FIREFOX_UA } })
+  const replay = await h.refresh(login.refresh_token as string, { headers: { 'user-agent': FIREFOX_UA } })
   t.equal(replay.status, 400, 'not grace: the successor is only handed back to the device that received it')
   t.equal(replay.body.reason, 'reuse_detected')
-  t.equal((await refresh(h, first.body.refresh_token as string, chrome)).body.reason, 'reuse_detected')
+  t.equal((await h.refresh(first.body.refresh_token as string, chrome)).body.reason, 'reuse_detected')
   assertLineage(t, h.dbFile)
 })
 
@@ -120,13 +110,13 @@ t.test('a replay from another device id inside the window is reuse', async (t) =
     await t.test(other === undefined ? 'device id missing' : 'device id changed', async (t) => {
       const h = await build(t, { reuseGrace: GRACE })
       const login = await h.login({ device_id: 'device-1' })
-      const first = await refresh(h, login.refresh_token as string, { device_id: 'device-1' })
+      const first = await h.refresh(login.refresh_token as string, { device_id: 'device-1' })
       t.equal(first.status, 200)
       h.clock.advance(1)
-      const replay = await refresh(h, login.refresh_token as string, other === undefined ? {} : { device_id: other })
+      const replay = await h.refresh(login.refresh_token as string, other === undefined ? {} : { device_id: other })
       t.equal(replay.status, 400)
       t.equal(replay.body.reason, 'reuse_detected')
-      t.equal((await refresh(h, first.body.refresh_token as string, { device_id: 'device-1' })).body.reason, 'reuse_detected')
+      t.equal((await h.refresh(first.body.refresh_token as string, { device_id: 'device-1' })).body.reason, 'reuse_detected')
       assertLineage(t, h.dbFile)
     })
   }
@@ -136,14 +126,14 @@ t.test('once the successor has been used, even an earlier grace replay does not 
   const h = await build(t, { reuseGrace: GRACE })
   const login = await h.login()
   const rt0 = login.refresh_token as string
-  const first = await refresh(h, rt0)
-  const again = await refresh(h, rt0)
+  const first = await h.refresh(rt0)
+  const again = await h.refresh(rt0)
   t.equal(again.body.refresh_token, first.body.refresh_token, 'a grace replay first')
   h.clock.advance(1)
-  const rt2 = await refresh(h, first.body.refresh_token as string)
+  const rt2 = await h.refresh(first.body.refresh_token as string)
   t.equal(rt2.status, 200, 'then the successor is used')
   h.clock.advance(1)
-  const late = await refresh(h, rt0)
+  const late = await h.refresh(rt0)
   t.equal(late.status, 400, 'RT0 again, still inside its window')
   t.equal(late.body.reason, 'reuse_detected')
   assertLineage(t, h.dbFile)
@@ -152,7 +142,7 @@ t.test('once the successor has been used, even an earlier grace replay does not 
 t.test('the window survives a server restart', async (t) => {
   const h = await build(t, { reuseGrace: GRACE })
   const login = await h.login()
-  const first = await refresh(h, login.refresh_token as string)
+  const first = await h.refresh(login.refresh_token as string)
   t.equal(first.status, 200)
   await h.app.close()
 
@@ -162,14 +152,8 @@ t.test('the window survives a server restart', async (t) => {
   await app.ready()
   t.teardown(() => app.close())
   h.clock.advance(2)
-  const res = await app.inject({
-    method: 'POST',
-    url: '/token',
-    headers: { 'content-type': 'application/x-www-form-urlencoded' },
-    payload: form({ grant_type: 'refresh_token', client_id: 'cli', refresh_token: login.refresh_token as string })
-  })
-  const body = res.json() as TokenBody
-  t.equal(res.statusCode, 200, 'the replay after the restart is grace')
-  t.equal(body.refresh_token, first.body.refresh_token, 'with the same successor')
+  const res = await requestsTo(app).refresh(login.refresh_token as string)
+  t.equal(res.status, 200, 'the replay after the restart is grace')
+  t.equal(res.body.refresh_token, first.body.refresh_token, 'with the same successor')
   assertLineage(t, h.dbFile)
 })

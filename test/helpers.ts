@@ -1,4 +1,9 @@
+/*
+ * The in-process harness every spec builds on: Tokenline on a fresh database file with seeded users and
+ * clients, a test clock, and the requests a client sends to POST /token (RFC 6749 §4.3 and §6).
+ */
 import Fastify, { type FastifyInstance, type InjectOptions, type LightMyRequestResponse } from 'fastify'
+import { decodeJwt } from 'jose'
 import { join } from 'node:path'
 import type { Test } from 'tap'
 import { secretDigest } from '../server/http/client-auth.js'
@@ -13,6 +18,8 @@ export const CHEAP_ARGON2 = { memoryCost: 1024, timeCost: 1, parallelism: 1 }
 export const PASSWORD = 'correct horse battery staple'
 export const ORIGIN = 'http://localhost:3000'
 export const BROWSER_UA = 'Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36'
+/** What a same-origin fetch() from the demo SPA at http://localhost:3000 sends. */
+export const SAME_ORIGIN = { origin: ORIGIN, 'sec-fetch-site': 'same-origin', 'sec-fetch-mode': 'cors', 'sec-fetch-dest': 'empty', 'user-agent': BROWSER_UA }
 
 /** An injectable clock: tests move time instead of sleeping. Starts at a fixed instant. */
 export class TestClock {
@@ -22,14 +29,33 @@ export class TestClock {
   advance (seconds: number): void { this.t += Math.round(seconds * 1000) }
 }
 
+/** Who sends a request, as the server sees it. */
+export interface Sender {
+  headers?: Record<string, string>
+  cookies?: Record<string, string>
+  /** The socket address; light-my-request's is 127.0.0.1 otherwise. */
+  ip?: string
+}
+
+/** A grant request's client and extra parameters, and who sends it. */
+export interface GrantOptions extends Sender {
+  /** client_id, `cli` unless said. */
+  client?: string
+  device_id?: string
+  /** Further parameters, e.g. `scope` or `client_secret`. */
+  params?: Record<string, string>
+}
+
 export interface Harness {
   app: FastifyInstance
   clock: TestClock
   dbFile: string
   /** POST /token with a form body. */
-  token: (params: Record<string, string>, opts?: { headers?: Record<string, string>, cookies?: Record<string, string> }) => Promise<LightMyRequestResponse>
-  /** Logs `username` in with `client` (default `cli`) and returns the parsed body. */
-  login: (opts?: { client?: string, username?: string, password?: string, headers?: Record<string, string>, device_id?: string }) => Promise<TokenBody>
+  token: (params: Record<string, string>, from?: Sender) => Promise<LightMyRequestResponse>
+  /** A password grant of `username` (alice unless said) with the right password unless said; the parsed body, whatever the status. */
+  login: (opts?: GrantOptions & { username?: string, password?: string }) => Promise<TokenBody>
+  /** A refresh_token grant presenting `refreshToken` in the body; the status, the parsed body and the response. */
+  refresh: (refreshToken: string, opts?: GrantOptions) => Promise<{ status: number, body: TokenBody, res: LightMyRequestResponse }>
   addUser: (username: string, password?: string) => Promise<string>
   addClient: (client: Partial<Client> & { id: string, secret?: string }) => Promise<void>
 }
@@ -69,27 +95,7 @@ export async function build (t: Test, overrides: Partial<TokenlinePluginOptions>
     app,
     clock,
     dbFile,
-    async token (params, opts = {}) {
-      const req: InjectOptions = {
-        method: 'POST',
-        url: '/token',
-        headers: { 'content-type': 'application/x-www-form-urlencoded', ...opts.headers },
-        payload: form(params)
-      }
-      if (opts.cookies !== undefined) req.cookies = opts.cookies
-      return await app.inject(req)
-    },
-    async login (opts = {}) {
-      const params: Record<string, string> = {
-        grant_type: 'password',
-        client_id: opts.client ?? 'cli',
-        username: opts.username ?? 'alice',
-        password: opts.password ?? PASSWORD
-      }
-      if (opts.device_id !== undefined) params.device_id = opts.device_id
-      const res = await h.token(params, { headers: opts.headers ?? {} })
-      return res.json() as TokenBody
-    },
+    ...requestsTo(app),
     async addUser (username, password = PASSWORD) {
       const id = randomId()
       await store.createUser({ id, username, passwordHash: await passwords.hash(password), now: clock.now() })
@@ -117,8 +123,54 @@ export async function build (t: Test, overrides: Partial<TokenlinePluginOptions>
   return h
 }
 
-/** Decodes a JWT's header and payload without verifying (tests verify separately, with jose). */
-export function decodeJwt (jwt: string): { header: Record<string, unknown>, payload: Record<string, unknown> } {
-  const [h, p] = jwt.split('.') as [string, string]
-  return { header: JSON.parse(Buffer.from(h, 'base64url').toString()), payload: JSON.parse(Buffer.from(p, 'base64url').toString()) }
+/**
+ * The harness's requests, bound to any app with Tokenline registered at the root: tests that build
+ * their own host (a logger, trustProxy, a restart on the same file) send what build()'s tests send.
+ */
+export function requestsTo (app: FastifyInstance): Pick<Harness, 'token' | 'login' | 'refresh'> {
+  const token: Harness['token'] = async (params, from = {}) => {
+    const req: InjectOptions = {
+      method: 'POST',
+      url: '/token',
+      headers: { 'content-type': 'application/x-www-form-urlencoded', ...from.headers },
+      payload: form(params)
+    }
+    if (from.cookies !== undefined) req.cookies = from.cookies
+    if (from.ip !== undefined) req.remoteAddress = from.ip
+    return await app.inject(req)
+  }
+  /** The grant's parameters: its own, then the client's, the device id and any extra ones. */
+  const grant = (own: Record<string, string>, opts: GrantOptions): Record<string, string> => {
+    const params: Record<string, string> = { ...own, client_id: opts.client ?? 'cli', ...opts.params }
+    if (opts.device_id !== undefined) params.device_id = opts.device_id
+    return params
+  }
+  return {
+    token,
+    async login (opts = {}) {
+      const res = await token(grant({ grant_type: 'password', username: opts.username ?? 'alice', password: opts.password ?? PASSWORD }, opts), opts)
+      return res.json() as TokenBody
+    },
+    async refresh (refreshToken, opts = {}) {
+      const res = await token(grant({ grant_type: 'refresh_token', refresh_token: refreshToken }, opts), opts)
+      return { status: res.statusCode, body: res.json() as TokenBody, res }
+    }
+  }
+}
+
+/** The session id (`sid` claim) of an access token, or of the access token in a token response. */
+export function sidOf (token: string | { access_token: string }): string {
+  return decodeJwt(typeof token === 'string' ? token : token.access_token).sid as string
+}
+
+/** An HTTP Basic client credential (RFC 7617), the id and secret sent as given. */
+export const basicAuth = (id: string, secret: string): string => 'Basic ' + Buffer.from(`${id}:${secret}`).toString('base64')
+
+/** Counts argon2 verifications from now on, so a test can show a refusal came before any hashing. */
+export function countVerifies (h: Harness): { readonly n: number } {
+  const passwords = h.app.tokenline.passwords as { verify: (hash: string | undefined, pw: string) => Promise<boolean> }
+  const original = passwords.verify
+  const counter = { n: 0 }
+  passwords.verify = async (hash, pw) => { counter.n++; return await original(hash, pw) }
+  return counter
 }

@@ -1,13 +1,16 @@
+import { decodeJwt } from 'jose'
 import t from 'tap'
-import { build, decodeJwt, PASSWORD, type Harness } from './helpers.js'
-import { post, refresh, revoke, sidOf } from './session-helpers.js'
+import { basicAuth, build, sidOf, type Harness } from './helpers.js'
+import { post, revoke } from './session-helpers.js'
 
 /*
- * RFC 7662 introspection (SPEC §3; security.md K1-K2): confidential clients only; a live token of the
- * calling client gets `active: true` with its claims; anything else gets exactly `{ "active": false }`.
+ * RFC 7662 introspection: confidential clients only (§2.1); a live token of the calling client gets
+ * `active: true` with its claims (§2.2); anything else gets exactly `{ "active": false }`.
  */
 
-const SVC = 'Basic ' + Buffer.from('svc:svc-secret').toString('base64')
+const SVC = basicAuth('svc', 'svc-secret')
+/** The confidential client `svc` (body delivery), authenticated with its secret in the body. */
+const AS_SVC = { client: 'svc', params: { client_secret: 'svc-secret' } }
 const INACTIVE = { active: false }
 
 async function introspect (h: Harness, token: string, extra: Record<string, string> = {}): Promise<Record<string, unknown>> {
@@ -16,15 +19,11 @@ async function introspect (h: Harness, token: string, extra: Record<string, stri
   return res.json()
 }
 
-/** A login of the confidential client `svc` (body delivery). */
+/** A login of `svc`, whose tokens it may introspect. */
 async function svcLogin (h: Harness): Promise<{ access_token: string, refresh_token: string }> {
-  const res = await h.token({ grant_type: 'password', client_id: 'svc', client_secret: 'svc-secret', username: 'alice', password: PASSWORD })
-  if (res.statusCode !== 200) throw new Error(res.body)
-  return res.json()
-}
-
-async function svcRefresh (h: Harness, rt: string): Promise<{ access_token: string, refresh_token: string }> {
-  return (await h.token({ grant_type: 'refresh_token', client_id: 'svc', client_secret: 'svc-secret', refresh_token: rt })).json()
+  const body = await h.login(AS_SVC)
+  if (body.refresh_token === undefined) throw new Error(JSON.stringify(body))
+  return { access_token: body.access_token, refresh_token: body.refresh_token }
 }
 
 t.test('a live access token: active, with its claims', async (t) => {
@@ -35,7 +34,7 @@ t.test('a live access token: active, with its claims', async (t) => {
   t.equal(res.headers['cache-control'], 'no-store')
   t.equal(res.headers.pragma, 'no-cache')
   t.match(res.headers['content-type'], /^application\/json/)
-  const claims = decodeJwt(at).payload
+  const claims = decodeJwt(at)
   t.same(res.json(), { active: true, ...claims, token_type: 'access_token' }, 'every claim of the token, and its type')
   t.equal(res.json().client_id, 'svc')
   // client_secret_post works as well as Basic, and the hint changes nothing.
@@ -47,8 +46,8 @@ t.test('a live refresh token: active, with its session\'s facts', async (t) => {
   const h = await build(t)
   const login = await svcLogin(h)
   h.clock.advance(5)
-  const next = await svcRefresh(h, login.refresh_token)
-  const body = await introspect(h, next.refresh_token)
+  const next = (await h.refresh(login.refresh_token, AS_SVC)).body
+  const body = await introspect(h, next.refresh_token as string)
   const session = await h.app.tokenline.store.findSession(sidOf(next.access_token))
   t.same(body, {
     active: true,
@@ -61,7 +60,7 @@ t.test('a live refresh token: active, with its session\'s facts', async (t) => {
     token_type: 'refresh_token'
   }, 'exp is the session\'s absolute expiry, iat when this generation was issued')
   t.same(await introspect(h, login.refresh_token), INACTIVE, 'the consumed parent is not active')
-  t.equal((await svcRefresh(h, next.refresh_token)).access_token !== undefined, true, 'introspecting a consumed token did not trigger reuse detection')
+  t.equal((await h.refresh(next.refresh_token as string, AS_SVC)).body.access_token !== undefined, true, 'introspecting a consumed token did not trigger reuse detection')
 })
 
 t.test('everything else is exactly { active: false }', async (t) => {
@@ -89,7 +88,7 @@ t.test('everything else is exactly { active: false }', async (t) => {
   t.same(await introspect(h, c.refresh_token), INACTIVE, 'an idle-expired session\'s refresh token')
 
   const d = await svcLogin(h)
-  for (let i = 0; i < 2; i++) { h.clock.advance(3000); d.refresh_token = (await svcRefresh(h, d.refresh_token)).refresh_token }
+  for (let i = 0; i < 2; i++) { h.clock.advance(3000); d.refresh_token = (await h.refresh(d.refresh_token, AS_SVC)).body.refresh_token as string }
   t.equal((await introspect(h, d.refresh_token)).active, true, 'kept alive by use...')
   h.clock.advance(1300) // 7300 s after login: within the idle timeout, past the absolute lifetime
   t.same(await introspect(h, d.refresh_token), INACTIVE, 'a refresh token past its session\'s absolute expiry')
@@ -106,10 +105,10 @@ t.test('only authenticated confidential clients may introspect', async (t) => {
   const { access_token: at } = await svcLogin(h)
   const cases: Array<[string, Record<string, string>, Record<string, string>, boolean]> = [
     ['a public client', { client_id: 'cli' }, {}, false],
-    ['a public client with Basic', {}, { authorization: 'Basic ' + Buffer.from('cli:').toString('base64') }, true],
+    ['a public client with Basic', {}, { authorization: basicAuth('cli', '') }, true],
     ['no client at all', {}, {}, false],
     ['a wrong secret in the body', { client_id: 'svc', client_secret: 'nope' }, {}, false],
-    ['a wrong secret with Basic', {}, { authorization: 'Basic ' + Buffer.from('svc:nope').toString('base64') }, true],
+    ['a wrong secret with Basic', {}, { authorization: basicAuth('svc', 'nope') }, true],
     ['an unknown client', { client_id: 'ghost', client_secret: 'x' }, {}, false]
   ]
   for (const [name, params, headers, basic] of cases) {
@@ -126,5 +125,5 @@ t.test('only authenticated confidential clients may introspect', async (t) => {
   t.match(missing.json(), { error: 'invalid_request', error_description: 'missing required parameter token' })
   const both = await post(h, '/token/introspect', { token: at, client_secret: 'svc-secret' }, { headers: { authorization: SVC } })
   t.equal(both.statusCode, 400, 'two authentication methods are invalid_request')
-  t.equal((await refresh(h, 'tlrt_x')).status, 400, 'sanity: the token endpoint is unaffected')
+  t.equal((await h.refresh('tlrt_x')).status, 400, 'sanity: the token endpoint is unaffected')
 })

@@ -2,9 +2,10 @@ import Database from 'better-sqlite3'
 import type { Test } from 'tap'
 
 /*
- * The lineage invariants every test that touches refresh tokens can end with (security.md E8 and
- * Part 2.6). They are checked on the database file itself, through a separate read-only connection,
- * so they hold for what is committed on disk, whichever process wrote it.
+ * The lineage invariants every test that touches refresh tokens can end with: each session is one
+ * chain of rotations (RFC 9700 §4.14.2) with at most one unconsumed token, its newest. They are
+ * checked on the database file itself, through a separate read-only connection, so they hold for what
+ * is committed on disk, whichever process wrote it.
  */
 
 interface SessionFacts {

@@ -4,12 +4,12 @@ import { Writable } from 'node:stream'
 import t from 'tap'
 import { prune } from '../server/sessions/janitor.js'
 import tokenline from '../server/plugin.js'
-import { build, CHEAP_ARGON2, TestClock, type Harness } from './helpers.js'
+import { build, CHEAP_ARGON2, sidOf, TestClock, type Harness } from './helpers.js'
 import { assertLineage } from './invariants.js'
-import { refresh, sidOf, tokenline as cli } from './session-helpers.js'
+import { tokenline as cli } from './session-helpers.js'
 
 /*
- * The janitor (SPEC §7): sessions past their absolute expiry go, with their lineage, however they
+ * The janitor: sessions past their absolute expiry go, with their lineage, however they
  * ended; everything else stays — in particular every consumed token of a live session, so a replay
  * is still recognised as reuse. Old security events go after the retention period.
  */
@@ -20,7 +20,7 @@ const DAY = 86400
 async function rotate (h: Harness, rt: string, times: number): Promise<string[]> {
   const chain = [rt]
   for (let i = 0; i < times; i++) {
-    const r = await refresh(h, chain.at(-1) as string)
+    const r = await h.refresh(chain.at(-1) as string)
     if (r.status !== 200) throw new Error(JSON.stringify(r.body))
     chain.push(r.body.refresh_token as string)
   }
@@ -72,15 +72,15 @@ t.test('pruning removes exactly the sessions past their absolute expiry, and reu
   t.equal(await count(h, 'refresh_tokens'), 7, 'their lineage stays whole')
   t.same((await store.lineage(sidOf(live.access_token))).map((x) => x.usedAt !== null), [true, true, true, true, false], 'consumed tokens of the live session are kept')
 
-  const pruned = await refresh(h, old.refresh_token as string)
+  const pruned = await h.refresh(old.refresh_token as string)
   t.equal(pruned.body.error, 'invalid_grant', 'a pruned token is refused')
   t.equal(pruned.body.reason, 'token_invalid')
   t.same(await h.app.tokenlineJanitor.run(), { sessions: 0, tokens: 0, events: 0 }, 'a second pass finds nothing')
 
   // Reuse detection still works for the live session: its first token comes back.
-  const replay = await refresh(h, liveChain[0] as string)
+  const replay = await h.refresh(liveChain[0] as string)
   t.equal(replay.body.reason, 'reuse_detected')
-  t.equal((await refresh(h, liveChain.at(-1) as string)).body.reason, 'reuse_detected', 'and the live token died with its session')
+  t.equal((await h.refresh(liveChain.at(-1) as string)).body.reason, 'reuse_detected', 'and the live token died with its session')
   assertLineage(t, h.dbFile)
 })
 
@@ -138,7 +138,7 @@ t.test('tokenline prune runs the same pass and says what it pruned', async (t) =
   t.equal(r.code, 0, r.stderr)
   t.equal(r.stdout, 'pruned 2 expired sessions (4 refresh tokens) and 4 security events older than 90 days\n')
   t.ok(await h.app.tokenline.store.findSession(sidOf(live.access_token)), 'the live session stays')
-  t.equal((await refresh(h, live.refresh_token as string)).status, 200)
+  t.equal((await h.refresh(live.refresh_token as string)).status, 200)
   const again = await cli(h.dbFile, ['prune'], '', { TOKENLINE_EVENT_RETENTION: '0' })
   t.equal(again.stdout, 'pruned 0 expired sessions (0 refresh tokens) and security events are kept forever (TOKENLINE_EVENT_RETENTION=0)\n')
 })

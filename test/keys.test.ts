@@ -1,16 +1,17 @@
-import { createLocalJWKSet, jwtVerify, type JSONWebKeySet } from 'jose'
+import { createLocalJWKSet, decodeProtectedHeader, jwtVerify, type JSONWebKeySet } from 'jose'
 import { join } from 'node:path'
 import t, { type Test } from 'tap'
 import { KEY_CHECK_INTERVAL_MS, RETIRE_MARGIN_S, rotateKeys } from '../server/tokens/key-rotation.js'
 import { RSA_BITS } from '../server/tokens/signing-keys.js'
 import type { Algorithm } from '../server/options.js'
-import { build, decodeJwt, PASSWORD, type Harness } from './helpers.js'
-import { runCli, startServer } from './processes.js'
+import { build, PASSWORD, type Harness } from './helpers.js'
+import { addAliceAndCli, CHEAP_ARGON2_ENV, postForm, runCli, startServer } from './processes.js'
 
 /*
- * Key rotation (SPEC §6, security.md I1-I4): after `keys rotate`, tokens signed before it keep
- * verifying against the published JWKS until they expire, new tokens carry the new kid, the retired
- * key leaves the JWKS once its last token has expired, and the JWKS never holds a private member.
+ * Signing key rotation: after `keys rotate`, tokens signed before it keep verifying against the
+ * published JWK Set (RFC 7517 §5) until they expire, new tokens carry the new kid (RFC 7515 §4.1.4),
+ * the retired key leaves the JWKS once its last token has expired, and the JWKS never holds a private
+ * member (RFC 7518 §6).
  */
 
 const PRIVATE_MEMBERS = ['d', 'p', 'q', 'dp', 'dq', 'qi', 'oth', 'k']
@@ -31,7 +32,7 @@ function assertPublicOnly (t: Test, set: JSONWebKeySet): void {
 }
 
 async function verifyAt (h: Harness, token: string, set: JSONWebKeySet): Promise<unknown> {
-  const alg = decodeJwt(token).header.alg as string
+  const alg = decodeProtectedHeader(token).alg as string
   return await jwtVerify(token, createLocalJWKSet(set), {
     algorithms: [alg],
     typ: 'at+jwt',
@@ -45,7 +46,7 @@ for (const alg of ['ES256', 'EdDSA', 'RS256'] as Algorithm[]) {
   t.test(`${alg}: rotation keeps old tokens verifiable until they expire`, async (t) => {
     const h = await build(t, { algorithm: alg })
     const before = await h.login()
-    const oldKid = decodeJwt(before.access_token).header.kid as string
+    const oldKid = decodeProtectedHeader(before.access_token).kid as string
     const first = await jwks(h)
     assertPublicOnly(t, first)
     t.same(first.keys.map((k) => k.kid), [oldKid], 'one key before rotation')
@@ -69,13 +70,13 @@ for (const alg of ['ES256', 'EdDSA', 'RS256'] as Algorithm[]) {
     // The running server notices within KEY_CHECK_INTERVAL_MS, without a restart or reloadKeys().
     h.clock.advance(KEY_CHECK_INTERVAL_MS / 1000)
     const after = await h.login()
-    t.equal(decodeJwt(after.access_token).header.kid, rotation.key.kid, 'new tokens carry the new kid')
+    t.equal(decodeProtectedHeader(after.access_token).kid, rotation.key.kid, 'new tokens carry the new kid')
     await verifyAt(h, after.access_token, both)
     await verifyAt(h, before.access_token, both)
     // verifyAt (jose's jwtVerify) throws on any failure: reaching here is the assertion.
     t.pass('the pre-rotation token still verifies against the JWKS')
-    const viaRefresh = await h.token({ grant_type: 'refresh_token', client_id: 'cli', refresh_token: before.refresh_token as string })
-    t.equal(decodeJwt(viaRefresh.json().access_token).header.kid, rotation.key.kid, 'refreshes sign with the new key too')
+    const viaRefresh = await h.refresh(before.refresh_token as string)
+    t.equal(decodeProtectedHeader(viaRefresh.body.access_token).kid, rotation.key.kid, 'refreshes sign with the new key too')
     t.ok(h.app.tokenline.verify(before.access_token), 'the server itself still accepts the old token (sessions API)')
 
     // Just before the old token's exp it still verifies; after, jose refuses it for its age, not its key.
@@ -125,20 +126,19 @@ t.test('rotating twice: each retired key keeps its own expiry; keys past it are 
 
 t.test('tokenline keys rotate and keys list against a running server', async (t) => {
   const dir = t.testdir({})
-  const env = { TOKENLINE_DB: join(dir, 'tokenline.db'), TOKENLINE_ARGON2_MEMORY: '1024', TOKENLINE_ARGON2_TIME: '1' }
-  t.equal((await runCli(['user', 'add', 'alice'], { env, input: `${PASSWORD}\n` })).code, 0)
-  t.equal((await runCli(['client', 'add', 'cli'], { env })).code, 0)
+  const env = { TOKENLINE_DB: join(dir, 'tokenline.db'), ...CHEAP_ARGON2_ENV }
+  await addAliceAndCli(t, env, PASSWORD)
   const server = await startServer(t, env)
   let rt = ''
+  /** A grant of `cli` that must succeed: its access token, and its refresh token kept in `rt`. */
   const token = async (params: Record<string, string>): Promise<string> => {
-    const res = await fetch(`${server.url}/token`, { method: 'POST', body: new URLSearchParams({ client_id: 'cli', ...params }) })
-    const body = (await res.json()) as { access_token: string, refresh_token: string }
-    if (res.status !== 200) throw new Error(JSON.stringify(body))
-    rt = body.refresh_token
-    return body.access_token
+    const res = await postForm<{ access_token: string, refresh_token: string }>(`${server.url}/token`, { client_id: 'cli', ...params })
+    if (res.status !== 200) throw new Error(JSON.stringify(res.body))
+    rt = res.body.refresh_token
+    return res.body.access_token
   }
   const before = await token({ grant_type: 'password', username: 'alice', password: PASSWORD })
-  const oldKid = decodeJwt(before).header.kid as string
+  const oldKid = decodeProtectedHeader(before).kid as string
 
   const rotated = await runCli(['keys', 'rotate'], { env })
   t.equal(rotated.code, 0, rotated.stderr)
@@ -162,7 +162,7 @@ t.test('tokenline keys rotate and keys list against a running server', async (t)
   const deadline = Date.now() + 10 * KEY_CHECK_INTERVAL_MS
   let kid = oldKid
   while (kid !== newKid && Date.now() < deadline) {
-    kid = decodeJwt(await token({ grant_type: 'refresh_token', refresh_token: rt })).header.kid as string
+    kid = decodeProtectedHeader(await token({ grant_type: 'refresh_token', refresh_token: rt })).kid as string
     if (kid !== newKid) await new Promise((resolve) => setTimeout(resolve, 100))
   }
   t.equal(kid, newKid, 'the running server signs with the new key without a restart')
@@ -175,7 +175,7 @@ t.test('tokenline keys rotate and keys list against a running server', async (t)
 t.test('keys rotate --drop-old: a possibly leaked key leaves the JWKS at once', async (t) => {
   const h = await build(t)
   const before = await h.login()
-  const oldKid = decodeJwt(before.access_token).header.kid as string
+  const oldKid = decodeProtectedHeader(before.access_token).kid as string
   const r = await rotateKeys(h.app.tokenline.store, h.app.tokenline.opts, h.clock.now(), { dropOld: true })
   const set = await jwks(h)
   t.same(set.keys.map((k) => k.kid), [r.key.kid], 'only the new key is published')
@@ -183,8 +183,8 @@ t.test('keys rotate --drop-old: a possibly leaked key leaves the JWKS at once', 
   h.clock.advance(KEY_CHECK_INTERVAL_MS / 1000)
   await h.app.inject({ method: 'GET', url: '/healthz' })
   t.throws(() => h.app.tokenline.verify(before.access_token), 'the server itself refuses them too once it has reloaded')
-  const refreshed = await h.token({ grant_type: 'refresh_token', client_id: 'cli', refresh_token: before.refresh_token as string })
-  t.equal(decodeJwt(refreshed.json().access_token).header.kid, r.key.kid, 'a refresh gets a token of the new key')
+  const refreshed = await h.refresh(before.refresh_token as string)
+  t.equal(decodeProtectedHeader(refreshed.body.access_token).kid, r.key.kid, 'a refresh gets a token of the new key')
   t.not(oldKid, r.key.kid)
 
   const cli = await runCli(['keys', 'rotate', '--drop-old', 'extra'], { env: { TOKENLINE_DB: h.dbFile } })

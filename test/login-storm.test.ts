@@ -2,12 +2,12 @@ import t from 'tap'
 import type { LightMyRequestResponse } from 'fastify'
 import { Argon2Busy, createGate } from '../server/security/argon2-gate.js'
 import { createPasswords } from '../server/security/passwords.js'
-import { build, form, PASSWORD } from './helpers.js'
+import { build, PASSWORD } from './helpers.js'
 
 /*
- * A login storm must not starve refreshes (shared/reference/performance.md §7.1, §8.2 G2): argon2 runs
- * behind a concurrency cap with a short queue, the overflow gets 503 + Retry-After at once, and the
- * refresh path, which never hashes, keeps going.
+ * A login storm must not starve refreshes: argon2 runs behind a concurrency cap with a short queue,
+ * the overflow gets 503 + Retry-After (RFC 9110 §15.6.4, §10.2.3) at once, and the refresh path,
+ * which never hashes, keeps going.
  */
 
 const PROD_ARGON2 = { memoryCost: 19456, timeCost: 2, parallelism: 1 }
@@ -20,7 +20,8 @@ const deadline = async <T>(p: Promise<T>, what: string): Promise<T> => {
   try { return await Promise.race([p, late]) } finally { clearTimeout(timer) }
 }
 
-const refused = async (p: Promise<unknown>): Promise<boolean> => await p.then(() => false, (e: unknown) => e instanceof Argon2Busy)
+/** Whether `p` is turned away by the gate (rejects with Argon2Busy). */
+const turnedAway = async (p: Promise<unknown>): Promise<boolean> => await p.then(() => false, (e: unknown) => e instanceof Argon2Busy)
 
 t.test('60 parallel password grants (cap 2) while a session keeps refreshing', async (t) => {
   const h = await build(t, { argon2: PROD_ARGON2, argon2Concurrency: 2, throttlePassword: 20, throttleFailures: 60 })
@@ -34,9 +35,9 @@ t.test('60 parallel password grants (cap 2) while a session keeps refreshing', a
   const refreshFailures: string[] = []
   const refreshLoop = (async () => {
     while (storm$.running) {
-      const res = await h.token({ grant_type: 'refresh_token', client_id: 'cli', refresh_token: rt })
-      if (res.statusCode !== 200) { refreshFailures.push(`${res.statusCode} ${res.body}`); return }
-      rt = res.json().refresh_token
+      const r = await h.refresh(rt)
+      if (r.status !== 200) { refreshFailures.push(`${r.status} ${JSON.stringify(r.body)}`); return }
+      rt = r.body.refresh_token as string
       refreshes++
       // Let the storm's requests interleave with ours.
       await new Promise((resolve) => setImmediate(resolve))
@@ -49,7 +50,7 @@ t.test('60 parallel password grants (cap 2) while a session keeps refreshing', a
   for (let i = 0; i < 60; i++) {
     const ip = i < 35 ? `198.18.${i}.1` : '198.18.200.1'
     const password = i % 3 === 0 ? 'wrong password' : PASSWORD
-    storm.push(h.app.inject({ method: 'POST', url: '/token', remoteAddress: ip, headers: { 'content-type': 'application/x-www-form-urlencoded' }, payload: form({ grant_type: 'password', client_id: 'cli', username: i % 2 === 0 ? 'alice' : 'bob', password }) }))
+    storm.push(h.token({ grant_type: 'password', client_id: 'cli', username: i % 2 === 0 ? 'alice' : 'bob', password }, { ip }))
   }
   const results = await deadline(Promise.all(storm), 'login storm')
   storm$.running = false
@@ -102,7 +103,7 @@ t.test('the gate: at most N at once, 2N waiting, the rest refused; a waiter give
   const noQueue = createGate({ concurrency: 1, maxWaitMs: 0 })
   let release: () => void = () => {}
   const first = noQueue.run(async () => await new Promise<void>((resolve) => { release = resolve }))
-  t.ok(await refused(noQueue.run(async () => {})), 'with no wait allowed, a second caller is refused')
+  t.ok(await turnedAway(noQueue.run(async () => {})), 'with no wait allowed, a second caller is refused')
   release()
   await first
 
@@ -110,7 +111,7 @@ t.test('the gate: at most N at once, 2N waiting, the rest refused; a waiter give
   const short = createGate({ concurrency: 1, maxWaitMs: 20 })
   let hold: () => void = () => {}
   const holder = short.run(async () => await new Promise<void>((resolve) => { hold = resolve }))
-  t.ok(await refused(short.run(async () => {})), 'the waiter gives up')
+  t.ok(await turnedAway(short.run(async () => {})), 'the waiter gives up')
   t.equal(short.queued, 0, 'and leaves the queue')
   hold()
   await holder

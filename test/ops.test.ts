@@ -3,12 +3,13 @@ import { join } from 'node:path'
 import t from 'tap'
 import { latestMigration } from '../db/sqlite/database.js'
 import { SETTINGS } from '../server/options.js'
-import { build, form, PASSWORD, type Harness } from './helpers.js'
-import { runCli, startServer } from './processes.js'
+import { basicAuth, build, PASSWORD, type Harness } from './helpers.js'
+import { addAliceAndCli, postForm, runCli, startServer } from './processes.js'
+import { COOKIE_NAME, refreshCookie } from './set-cookie.js'
 
 /*
  * Operations: GET /healthz, GET /metrics (Prometheus text exposition 0.0.4), and a log that never
- * carries a credential (security.md M2, SPEC §7).
+ * carries a credential.
  */
 
 interface Sample { name: string, labels: Record<string, string>, value: number }
@@ -102,8 +103,8 @@ t.test('GET /metrics: valid exposition; counters move with logins, refreshes and
   t.equal(m0.types.get('tokenline_throttled_requests_total'), 'counter')
 
   const login = await h.login()
-  const r1 = await h.token({ grant_type: 'refresh_token', client_id: 'cli', refresh_token: login.refresh_token as string })
-  t.equal(r1.statusCode, 200)
+  const r1 = await h.refresh(login.refresh_token as string)
+  t.equal(r1.status, 200)
   let m = await metrics(h)
   t.equal(m.value('tokenline_token_requests_total', { grant_type: 'password', outcome: 'ok' }), 1, 'one login')
   t.equal(m.value('tokenline_token_requests_total', { grant_type: 'refresh_token', outcome: 'ok' }), 1, 'one refresh')
@@ -114,8 +115,8 @@ t.test('GET /metrics: valid exposition; counters move with logins, refreshes and
 
   // Replaying the consumed token outside the grace window is reuse: the session is revoked.
   h.clock.advance(60)
-  const replay = await h.token({ grant_type: 'refresh_token', client_id: 'cli', refresh_token: login.refresh_token as string })
-  t.equal(replay.json().reason, 'reuse_detected')
+  const replay = await h.refresh(login.refresh_token as string)
+  t.equal(replay.body.reason, 'reuse_detected')
   const bad = await h.token({ grant_type: 'password', client_id: 'cli', username: 'alice', password: 'wrong' })
   t.equal(bad.statusCode, 400)
   m = await metrics(h)
@@ -150,7 +151,7 @@ t.test('GET /metrics with TOKENLINE_METRICS_TOKEN: bearer token required, compar
   const wrong = await h.app.inject({ method: 'GET', url: '/metrics', headers: { authorization: `Bearer ${token}x` } })
   t.equal(wrong.statusCode, 401)
   t.match(wrong.headers['www-authenticate'], /error="invalid_token"/)
-  const basic = await h.app.inject({ method: 'GET', url: '/metrics', headers: { authorization: `Basic ${Buffer.from(`x:${token}`).toString('base64')}` } })
+  const basic = await h.app.inject({ method: 'GET', url: '/metrics', headers: { authorization: basicAuth('x', token) } })
   t.equal(basic.statusCode, 401)
   const right = await h.app.inject({ method: 'GET', url: '/metrics', headers: { authorization: `Bearer ${token}` } })
   t.equal(right.statusCode, 200)
@@ -170,47 +171,46 @@ t.test('the server log never carries a token, password, secret, cookie or Author
     TOKENLINE_METRICS_TOKEN: 'canary-metrics-token-7f3a9c'
   }
   const password = 'canary-password-8d2e4b'
-  t.equal((await runCli(['user', 'add', 'alice'], { env, input: `${password}\n` })).code, 0)
-  t.equal((await runCli(['client', 'add', 'cli', '--delivery', 'body'], { env })).code, 0)
+  await addAliceAndCli(t, env, password)
   const svc = await runCli(['client', 'add', 'svc', '--confidential'], { env })
   const secret = /tlcs_[A-Za-z0-9_-]+/.exec(svc.stdout)?.[0]
   t.ok(secret, 'confidential client secret printed once')
   const server = await startServer(t, env)
   const canaries: Record<string, string> = { password, secret: secret as string, metricsToken: env.TOKENLINE_METRICS_TOKEN }
 
-  const post = async (params: Record<string, string>, headers: Record<string, string> = {}, path = '/token'): Promise<Response> =>
-    await fetch(server.url + path, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded', ...headers }, body: form(params) })
+  type Tokens = { access_token: string, refresh_token: string }
+  const token = `${server.url}/token`
 
   // Password grant (body delivery), then a refresh with the token in the body.
-  const login = (await (await post({ grant_type: 'password', client_id: 'cli', username: 'alice', password })).json()) as { access_token: string, refresh_token: string }
+  const login = (await postForm<Tokens>(token, { grant_type: 'password', client_id: 'cli', username: 'alice', password })).body
   canaries.at1 = login.access_token
   canaries.rt1 = login.refresh_token
-  const refreshed = (await (await post({ grant_type: 'refresh_token', client_id: 'cli', refresh_token: login.refresh_token })).json()) as { access_token: string, refresh_token: string }
+  const refreshed = (await postForm<Tokens>(token, { grant_type: 'refresh_token', client_id: 'cli', refresh_token: login.refresh_token })).body
   canaries.at2 = refreshed.access_token
   canaries.rt2 = refreshed.refresh_token
 
   // The cookie client `web` (created on first start): the refresh token travels in Set-Cookie / Cookie.
-  const web = await post({ grant_type: 'password', client_id: 'web', username: 'alice', password })
-  const cookie = /__Secure-tokenline-rt=([^;]+)/.exec(web.headers.get('set-cookie') ?? '')?.[1]
+  const web = await postForm(token, { grant_type: 'password', client_id: 'web', username: 'alice', password })
+  const cookie = refreshCookie(web.res)?.value
   t.ok(cookie, 'cookie login')
   canaries.cookie = cookie as string
-  const viaCookie = await post({ grant_type: 'refresh_token', client_id: 'web' }, { cookie: `__Secure-tokenline-rt=${cookie as string}` })
+  const viaCookie = await postForm(token, { grant_type: 'refresh_token', client_id: 'web' }, { cookie: `${COOKIE_NAME}=${cookie as string}` })
   t.equal(viaCookie.status, 200, 'cookie refresh')
-  canaries.cookie2 = /__Secure-tokenline-rt=([^;]+)/.exec(viaCookie.headers.get('set-cookie') ?? '')?.[1] as string
+  canaries.cookie2 = refreshCookie(viaCookie.res)?.value as string
 
   // Basic authentication: a wrong secret (401), then the right one; and the secret in the body.
   const wrongBasic = Buffer.from(`svc:${secret as string}-wrong`).toString('base64')
   canaries.wrongBasic = wrongBasic
-  t.equal((await post({ grant_type: 'password', username: 'alice', password }, { authorization: `Basic ${wrongBasic}` })).status, 401)
+  t.equal((await postForm(token, { grant_type: 'password', username: 'alice', password }, { authorization: `Basic ${wrongBasic}` })).status, 401)
   const rightBasic = Buffer.from(`svc:${secret as string}`).toString('base64')
   canaries.rightBasic = rightBasic
-  await post({ grant_type: 'password', username: 'alice', password }, { authorization: `Basic ${rightBasic}` })
-  await post({ grant_type: 'password', client_id: 'svc', client_secret: secret as string, username: 'alice', password: `${password}-typo` })
+  await postForm(token, { grant_type: 'password', username: 'alice', password }, { authorization: `Basic ${rightBasic}` })
+  await postForm(token, { grant_type: 'password', client_id: 'svc', client_secret: secret as string, username: 'alice', password: `${password}-typo` })
 
   // A token put in the query string by mistake, a bearer call to the sessions API, a logout, metrics.
   await fetch(`${server.url}/token?refresh_token=${refreshed.refresh_token}&password=${password}`, { method: 'POST' })
   await fetch(`${server.url}/sessions`, { headers: { authorization: `Bearer ${refreshed.access_token}` } })
-  await post({ token: refreshed.refresh_token, client_id: 'cli' }, {}, '/token/revoke')
+  await postForm(`${server.url}/token/revoke`, { token: refreshed.refresh_token, client_id: 'cli' })
   await fetch(`${server.url}/metrics`, { headers: { authorization: `Bearer ${env.TOKENLINE_METRICS_TOKEN}` } })
 
   await server.stop()

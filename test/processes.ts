@@ -1,17 +1,28 @@
 /*
- * Child-process helpers for tests that run the built CLI and the standalone server as a user would.
+ * Child-process helpers for tests that run the built CLI and servers as a user would (the standalone
+ * server, or test/fixtures/server-process.mjs), and requests to those servers over real HTTP.
  * They run dist/ (npm test builds it first; when running tap directly, `npm run build` before).
  */
-import { spawn } from 'node:child_process'
+import { spawn, type ChildProcess } from 'node:child_process'
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { request } from 'node:http'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import type { Test } from 'tap'
+import type { TokenBody } from './helpers.js'
 
 export const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..')
 export const CLI = join(ROOT, 'bin', 'tokenline.js')
 export const MAIN = join(ROOT, 'dist', 'server', 'standalone', 'main.js')
+export const FIXTURE = join(ROOT, 'test', 'fixtures', 'server-process.mjs')
+
+/** Cheap argon2 for the CLI and the server; password-grant.test.ts checks the production defaults. */
+export const CHEAP_ARGON2_ENV = { TOKENLINE_ARGON2_MEMORY: '1024', TOKENLINE_ARGON2_TIME: '1' }
+
+function assertBuilt (): void {
+  if (!existsSync(join(ROOT, 'dist', 'server', 'plugin.js'))) throw new Error('dist/ is missing: run npm run build first')
+}
 
 /**
  * The environment without any TOKENLINE_* / PORT / HOST the developer may have set, and without tap's
@@ -45,8 +56,16 @@ export async function run (command: string, args: string[], opts: { env: NodeJS.
 
 /** Runs `node bin/tokenline.js ...args` to completion, with `input` on stdin. */
 export async function runCli (args: string[], opts: { env: Record<string, string>, input?: string, cwd?: string }): Promise<Run> {
-  if (!existsSync(join(ROOT, 'dist', 'server', 'cli', 'index.js'))) throw new Error('dist/ is missing: run npm run build first')
+  assertBuilt()
   return await run(process.execPath, [CLI, ...args], { env: cleanEnv(opts.env), cwd: opts.cwd ?? ROOT, input: opts.input ?? '' })
+}
+
+/** Creates user alice (password `password`) and the public body client `cli` with the CLI: one assertion each that it exits 0. */
+export async function addAliceAndCli (t: Test, env: Record<string, string>, password: string): Promise<void> {
+  const user = await runCli(['user', 'add', 'alice'], { env, input: `${password}\n` })
+  t.equal(user.code, 0, user.stderr)
+  const client = await runCli(['client', 'add', 'cli', '--delivery', 'body'], { env })
+  t.equal(client.code, 0, client.stderr)
 }
 
 export interface Server {
@@ -56,7 +75,12 @@ export interface Server {
   port: number
   /** Everything the server wrote to stdout and stderr so far. */
   output: () => string
+  /** Sends SIGTERM unless it has exited, and waits for the exit. */
   stop: () => Promise<void>
+  /** For a test that signals the process itself. */
+  child: ChildProcess
+  /** Resolves with the exit status once the process has exited. */
+  exited: Promise<{ code: number | null, signal: NodeJS.Signals | null }>
 }
 
 /**
@@ -70,26 +94,111 @@ export async function startServer (t: Test, env: Record<string, string>): Promis
     stdio: ['ignore', 'pipe', 'pipe']
   })
   let out = ''
-  let exited = false
-  const exit = new Promise<void>((resolve) => child.on('exit', () => { exited = true; resolve() }))
+  const exited = new Promise<{ code: number | null, signal: NodeJS.Signals | null }>((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })))
   const stop = async (): Promise<void> => {
-    if (!exited) child.kill('SIGTERM')
-    await exit
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM')
+    await exited
   }
   t.teardown(stop)
+  child.stdout.on('data', (d: Buffer) => { out += d.toString('utf8') })
+  child.stderr.on('data', (d: Buffer) => { out += d.toString('utf8') })
   const url = await new Promise<string>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`server did not start:\n${out}`)), 20_000)
-    const onData = (d: Buffer): void => {
-      out += d.toString('utf8')
+    // Registered after the collectors, so `out` already holds the chunk; off once found, as the log grows.
+    const onData = (): void => {
       const m = /Server listening at (http:\/\/127\.0\.0\.1:\d+)/.exec(out)
-      if (m?.[1] !== undefined) { clearTimeout(timer); resolve(m[1]) }
+      if (m?.[1] !== undefined) { clearTimeout(timer); child.stdout.off('data', onData); child.stderr.off('data', onData); resolve(m[1]) }
     }
     child.stdout.on('data', onData)
     child.stderr.on('data', onData)
-    exit.then(() => { clearTimeout(timer); reject(new Error(`server exited:\n${out}`)) }, reject)
+    exited.then(() => { clearTimeout(timer); reject(new Error(`server exited:\n${out}`)) }, reject)
   })
   const u = new URL(url)
-  return { url, host: u.hostname, port: Number(u.port), output: () => out, stop }
+  return { url, host: u.hostname, port: Number(u.port), output: () => out, stop, child, exited }
+}
+
+export interface Fixture {
+  port: number
+  /** http://127.0.0.1:<port> */
+  url: string
+  stderr: () => string
+}
+
+/**
+ * Starts test/fixtures/server-process.mjs on `dbFile` (with `grace` as its reuseGrace, or the default)
+ * and resolves once it printed its port. Killed at teardown.
+ */
+export async function startFixture (t: Test, dbFile: string, opts: { grace?: number, env?: Record<string, string> } = {}): Promise<Fixture> {
+  assertBuilt()
+  const args = opts.grace === undefined ? [FIXTURE, dbFile] : [FIXTURE, dbFile, String(opts.grace)]
+  const child = spawn(process.execPath, args, { cwd: ROOT, env: cleanEnv(opts.env ?? {}), stdio: ['ignore', 'pipe', 'pipe'] })
+  let stdout = ''
+  let stderr = ''
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()))
+  t.teardown(async () => {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
+    await exited
+  })
+  child.stderr.setEncoding('utf8').on('data', (d: string) => { stderr += d })
+  const port = await new Promise<number>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`server process did not start:\n${stderr}`)), 30_000)
+    child.stdout.setEncoding('utf8').on('data', (d: string) => {
+      stdout += d
+      const m = /^(\d+)\n/.exec(stdout)
+      if (m?.[1] !== undefined) { clearTimeout(timer); resolve(Number(m[1])) }
+    })
+    exited.then(() => { clearTimeout(timer); reject(new Error(`server process exited:\n${stderr}`)) }, reject)
+  })
+  return { port, url: `http://127.0.0.1:${port}`, stderr: () => stderr }
+}
+
+/** POSTs a form to a running server with fetch: the status, the headers, and the JSON body ({} when empty). */
+export async function postForm<T = TokenBody> (url: string, params: Record<string, string>, headers: Record<string, string> = {}): Promise<{ status: number, headers: Headers, body: T, res: Response }> {
+  const res = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded', ...headers }, body: new URLSearchParams(params).toString() })
+  const text = await res.text()
+  return { status: res.status, headers: res.headers, body: (text === '' ? {} : JSON.parse(text)) as T, res }
+}
+
+export type Outcome =
+  | { kind: 'response', status: number, body: string }
+  | { kind: 'cut', error: string }
+
+export interface Sent {
+  /** Resolves once the whole request has been handed to the kernel. */
+  written: Promise<void>
+  outcome: Promise<Outcome>
+}
+
+/**
+ * POSTs a form on a fresh connection of its own (no keep-alive agent, so requests really run in
+ * parallel), and reports either the complete response (status line, headers and a body as long as its
+ * framing says) or how it was cut off.
+ */
+export function sendForm (url: string, params: Record<string, string>, headers: Record<string, string> = {}): Sent {
+  const body = new URLSearchParams(params).toString()
+  let onWritten!: () => void
+  const written = new Promise<void>((resolve) => { onWritten = resolve })
+  const outcome = new Promise<Outcome>((resolve) => {
+    const req = request(url, {
+      method: 'POST',
+      agent: false,
+      headers: { 'content-type': 'application/x-www-form-urlencoded', 'content-length': Buffer.byteLength(body), connection: 'close', ...headers }
+    }, (res) => {
+      let data = ''
+      res.setEncoding('utf8')
+      res.on('data', (d: string) => { data += d })
+      res.on('end', () => {
+        // 'end' after 'aborted' would be a truncated body; complete means it ended normally.
+        if (res.complete) resolve({ kind: 'response', status: res.statusCode ?? 0, body: data })
+        else resolve({ kind: 'cut', error: 'response body truncated' })
+      })
+      res.on('error', (err) => resolve({ kind: 'cut', error: err.message }))
+    })
+    req.on('finish', onWritten)
+    req.on('error', (err) => { onWritten(); resolve({ kind: 'cut', error: (err as NodeJS.ErrnoException).code ?? err.message }) })
+    req.end(body)
+  })
+  return { written, outcome }
 }
 
 /** Runs `fn` over `items` with at most `limit` in flight, keeping the results in order. */

@@ -1,67 +1,47 @@
-import { spawn } from 'node:child_process'
-import { existsSync } from 'node:fs'
 import { join } from 'node:path'
 import t, { type Test } from 'tap'
-import { PASSWORD } from './helpers.js'
+import { PASSWORD, sidOf, type TokenBody } from './helpers.js'
 import { assertLineage } from './invariants.js'
-import { ROOT, cleanEnv, sidOf, tokenline as cli } from './session-helpers.js'
+import { addAliceAndCli, CHEAP_ARGON2_ENV, postForm, startFixture, type Fixture } from './processes.js'
+import { tokenline as cli } from './session-helpers.js'
 
 /*
- * A refresh racing a revocation, across two processes on one database file, many times (SPEC §5, §7;
- * issue 4): whichever commits first, no token of a revoked session may work afterwards. Process A
- * serves the refreshes; process B (or the CLI, a third process) revokes at the same instant.
+ * A refresh racing a revocation, across two processes on one database file, many times (RFC 7009 §2.1:
+ * the revocation takes effect at once): whichever commits first, no token of a revoked session may work
+ * afterwards. Process A serves the refreshes; process B (or the CLI, a third process) revokes at the
+ * same instant.
  */
 
-const FIXTURE = join(ROOT, 'test', 'fixtures', 'revoke-race-server.mjs')
 const ROUNDS = 40
 
-interface Proc { url: string, stderr: () => string }
-
-async function startProcess (t: Test, dbFile: string): Promise<Proc> {
-  if (!existsSync(join(ROOT, 'dist', 'server', 'plugin.js'))) throw new Error('dist/ is missing: run npm run build first')
-  const child = spawn(process.execPath, [FIXTURE, dbFile], { env: cleanEnv({}), stdio: ['ignore', 'pipe', 'pipe'] })
-  let stdout = ''
-  let stderr = ''
-  child.stderr.setEncoding('utf8').on('data', (d: string) => { stderr += d })
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()))
-  t.teardown(async () => { if (child.exitCode === null) child.kill('SIGTERM'); await exited })
-  const port = await new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`server did not start: ${stderr}`)), 30_000)
-    child.stdout.setEncoding('utf8').on('data', (d: string) => {
-      stdout += d
-      const m = /^(\d+)\n/.exec(stdout)
-      if (m?.[1] !== undefined) { clearTimeout(timer); resolve(m[1]) }
-    })
-    exited.then(() => { clearTimeout(timer); reject(new Error(`server exited: ${stderr}`)) }, reject)
-  })
-  return { url: `http://127.0.0.1:${port}`, stderr: () => stderr }
-}
-
-async function form (url: string, params: Record<string, string>): Promise<{ status: number, body: Record<string, string> }> {
-  const res = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams(params) })
-  const text = await res.text()
-  return { status: res.status, body: text === '' ? {} : JSON.parse(text) }
-}
-
-async function login (p: Proc): Promise<{ access_token: string, refresh_token: string }> {
-  const r = await form(`${p.url}/token`, { grant_type: 'password', client_id: 'cli', username: 'alice', password: PASSWORD })
+/** alice logs in on server process `p`. */
+async function loginAt (p: Fixture): Promise<{ access_token: string, refresh_token: string }> {
+  const r = await postForm<{ access_token: string, refresh_token: string }>(`${p.url}/token`, { grant_type: 'password', client_id: 'cli', username: 'alice', password: PASSWORD })
   if (r.status !== 200) throw new Error(`login: ${r.status} ${JSON.stringify(r.body)}`)
-  return r.body as { access_token: string, refresh_token: string }
+  return r.body
 }
 
-const refresh = async (p: Proc, rt: string): Promise<{ status: number, body: Record<string, string> }> =>
-  await form(`${p.url}/token`, { grant_type: 'refresh_token', client_id: 'cli', refresh_token: rt })
+/** A refresh of `rt` on server process `p`. */
+const refreshAt = async (p: Fixture, rt: string): Promise<{ status: number, body: TokenBody }> =>
+  await postForm(`${p.url}/token`, { grant_type: 'refresh_token', client_id: 'cli', refresh_token: rt })
 
-async function sessionsStatus (p: Proc, at: string): Promise<number> {
+async function sessionsStatus (p: Fixture, at: string): Promise<number> {
   return (await fetch(`${p.url}/sessions`, { headers: { authorization: `Bearer ${at}` } })).status
 }
 
+/** A fresh database file with alice and the public body client `cli`, made by the CLI. */
+async function seed (t: Test): Promise<string> {
+  const dbFile = join(t.testdir({}), 'tokenline.db')
+  await addAliceAndCli(t, { TOKENLINE_DB: dbFile, ...CHEAP_ARGON2_ENV }, PASSWORD)
+  return dbFile
+}
+
 /** After the race: the session is revoked, and every token the race produced is dead everywhere. */
-async function assertNothingSurvives (t: Test, procs: Proc[], tokens: { rts: string[], ats: string[] }, label: string): Promise<boolean> {
+async function assertNothingSurvives (t: Test, procs: Fixture[], tokens: { rts: string[], ats: string[] }, label: string): Promise<boolean> {
   let ok = true
   for (const p of procs) {
     for (const rt of tokens.rts) {
-      const r = await refresh(p, rt)
+      const r = await refreshAt(p, rt)
       if (r.status !== 400 || r.body.error !== 'invalid_grant') { ok = false; t.fail(`${label}: a refresh token still works (${r.status} ${JSON.stringify(r.body)})`) }
     }
     for (const at of tokens.ats) {
@@ -73,34 +53,31 @@ async function assertNothingSurvives (t: Test, procs: Proc[], tokens: { rts: str
 }
 
 t.test('a refresh racing a revocation in another process never leaves a live token', async (t) => {
-  const dir = t.testdir({})
-  const dbFile = join(dir, 'tokenline.db')
-  t.equal((await cli(dbFile, ['user', 'add', 'alice'], `${PASSWORD}\n`)).code, 0)
-  t.equal((await cli(dbFile, ['client', 'add', 'cli', '--delivery', 'body'])).code, 0)
-  const a = await startProcess(t, dbFile)
-  const b = await startProcess(t, dbFile)
+  const dbFile = await seed(t)
+  const a = await startFixture(t, dbFile)
+  const b = await startFixture(t, dbFile)
 
   const outcomes = { refreshFirst: 0, revokeFirst: 0 }
   let clean = true
   const kinds = ['refresh token', 'access token', 'consumed refresh token', 'sessions API'] as const
   for (let i = 0; i < ROUNDS; i++) {
     const kind = kinds[i % kinds.length] as typeof kinds[number]
-    const s = await login(a)
-    const one = await refresh(a, s.refresh_token)
+    const s = await loginAt(a)
+    const one = await refreshAt(a, s.refresh_token)
     if (one.status !== 200) throw new Error(JSON.stringify(one.body))
-    const other = kind === 'sessions API' ? await login(b) : undefined
+    const other = kind === 'sessions API' ? await loginAt(b) : undefined
     const rt = one.body.refresh_token as string
 
     // Both requests leave at once: A rotates `rt` while B ends the session.
     const revokeRequest = (): Promise<number> => {
       switch (kind) {
-        case 'refresh token': return form(`${b.url}/token/revoke`, { client_id: 'cli', token: rt }).then((r) => r.status)
-        case 'access token': return form(`${b.url}/token/revoke`, { client_id: 'cli', token: one.body.access_token as string }).then((r) => r.status)
-        case 'consumed refresh token': return form(`${b.url}/token/revoke`, { client_id: 'cli', token: s.refresh_token }).then((r) => r.status)
+        case 'refresh token': return postForm(`${b.url}/token/revoke`, { client_id: 'cli', token: rt }).then((r) => r.status)
+        case 'access token': return postForm(`${b.url}/token/revoke`, { client_id: 'cli', token: one.body.access_token as string }).then((r) => r.status)
+        case 'consumed refresh token': return postForm(`${b.url}/token/revoke`, { client_id: 'cli', token: s.refresh_token }).then((r) => r.status)
         case 'sessions API': return fetch(`${b.url}/sessions/${sidOf(s.access_token)}`, { method: 'DELETE', headers: { authorization: `Bearer ${other?.access_token as string}` } }).then((r) => r.status)
       }
     }
-    const [raced, revokeStatus] = await Promise.all([refresh(a, rt), revokeRequest()])
+    const [raced, revokeStatus] = await Promise.all([refreshAt(a, rt), revokeRequest()])
     t.equal(revokeStatus, kind === 'sessions API' ? 204 : 200, `round ${i} (${kind}): the revocation succeeds`)
     if (raced.status === 200) outcomes.refreshFirst++
     else {
@@ -118,13 +95,10 @@ t.test('a refresh racing a revocation in another process never leaves a live tok
 })
 
 t.test('the CLI revoking every session of a user races refreshes in a server process', async (t) => {
-  const dir = t.testdir({})
-  const dbFile = join(dir, 'tokenline.db')
-  t.equal((await cli(dbFile, ['user', 'add', 'alice'], `${PASSWORD}\n`)).code, 0)
-  t.equal((await cli(dbFile, ['client', 'add', 'cli', '--delivery', 'body'])).code, 0)
-  const a = await startProcess(t, dbFile)
+  const dbFile = await seed(t)
+  const a = await startFixture(t, dbFile)
   for (let i = 0; i < 4; i++) {
-    const sessions = await Promise.all([login(a), login(a), login(a)])
+    const sessions = await Promise.all([loginAt(a), loginAt(a), loginAt(a)])
     // A refresh loop on every session runs until the CLI's revocation lands.
     const race = { stop: false }
     const issued: string[] = []
@@ -133,7 +107,7 @@ t.test('the CLI revoking every session of a user races refreshes in a server pro
       let rt = s.refresh_token
       ats.push(s.access_token)
       while (!race.stop) {
-        const r = await refresh(a, rt)
+        const r = await refreshAt(a, rt)
         if (r.status !== 200) return r.body.reason
         rt = r.body.refresh_token as string
         issued.push(rt)

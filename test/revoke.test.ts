@@ -1,14 +1,13 @@
 import t from 'tap'
-import { build, type Harness } from './helpers.js'
-import { COOKIE_NAME, SAME_ORIGIN, cookieLogin, cookieRefresh, post, refresh, refreshSetCookie, revoke, sessionsApi, sidOf } from './session-helpers.js'
+import { basicAuth, build, SAME_ORIGIN, sidOf, type Harness } from './helpers.js'
+import { post, revoke, sessionsApi } from './session-helpers.js'
+import { COOKIE_NAME, cookieLogin, cookieRefresh, cookieValue, refreshCookie } from './set-cookie.js'
 
 /*
- * RFC 7009 revocation and browser logout (SPEC §3, §7; security.md J1-J4, X5). Revoking any token of
- * a session ends the whole session; unknown tokens are a quiet 200; another client's token is never
- * revoked.
+ * RFC 7009 revocation and browser logout. Revoking any token of a session ends the whole session
+ * (§2.1: the server may revoke the grant it belongs to); unknown tokens are a quiet 200 (§2.2);
+ * another client's token is never revoked (§2.1).
  */
-
-const basic = (id: string, secret: string): string => 'Basic ' + Buffer.from(`${id}:${secret}`).toString('base64')
 
 /** A login with `cli` followed by two rotations: [rt0, rt1, rt2], rt2 live, and the last access token. */
 async function family (h: Harness): Promise<{ rts: string[], at: string }> {
@@ -16,7 +15,7 @@ async function family (h: Harness): Promise<{ rts: string[], at: string }> {
   const rts = [login.refresh_token as string]
   let at = login.access_token
   for (let i = 0; i < 2; i++) {
-    const r = await refresh(h, rts[i] as string)
+    const r = await h.refresh(rts[i] as string)
     rts.push(r.body.refresh_token as string)
     at = r.body.access_token
   }
@@ -36,18 +35,18 @@ t.test('revoking the live refresh token ends the session: every member of the fa
   t.equal(res.body, '', 'an empty body')
   t.equal(res.headers['cache-control'], 'no-store')
   t.equal(res.headers.pragma, 'no-cache')
-  t.match(refreshSetCookie(res), /^__Secure-tokenline-rt=;.*Max-Age=0/, 'the refresh cookie is cleared')
-  t.match(refreshSetCookie(res), /Path=\/token/)
+  t.match(refreshCookie(res)?.raw, /^__Secure-tokenline-rt=;.*Max-Age=0/, 'the refresh cookie is cleared')
+  t.match(refreshCookie(res)?.raw, /Path=\/token/)
   t.equal(await revokedReason(h, sidOf(at)), 'logout')
 
   for (const [i, rt] of rts.entries()) {
-    const r = await refresh(h, rt)
+    const r = await h.refresh(rt)
     t.equal(r.status, 400, `rt${i} is refused`)
     t.equal(r.body.error, 'invalid_grant')
     t.equal(r.body.reason, 'session_revoked', `rt${i}: the session was revoked, not a reuse`)
   }
   t.equal((await sessionsApi(h, 'GET', '/sessions', at)).statusCode, 401, 'the session\'s access token is refused by the sessions API')
-  t.equal((await refresh(h, other.refresh_token as string)).status, 200, 'the user\'s other session lives on')
+  t.equal((await h.refresh(other.refresh_token as string)).status, 200, 'the user\'s other session lives on')
 
   const events = await h.app.tokenline.store.listEvents({ sessionId: sidOf(at) })
   const revoked = events.filter((e) => e.type === 'session_revoked')
@@ -67,7 +66,7 @@ t.test('revoking a consumed refresh token, or an access token, ends the session 
   t.equal(res.statusCode, 200)
   t.equal(res.body, '')
   t.equal(await revokedReason(h, sidOf(b.at)), 'logout')
-  t.equal((await refresh(h, b.rts[2] as string)).body.reason, 'session_revoked', 'the live refresh token died with its session')
+  t.equal((await h.refresh(b.rts[2] as string)).body.reason, 'session_revoked', 'the live refresh token died with its session')
   t.equal((await sessionsApi(h, 'GET', '/sessions', b.at)).statusCode, 401, 'and the access token itself')
 
   const c = await family(h)
@@ -97,7 +96,7 @@ t.test('unknown, malformed, expired and already revoked tokens get a quiet 200 a
   }
   t.equal(await revokedReason(h, sidOf(expired.access_token)), null, 'an expired access token revokes nothing')
   t.equal((await store.listEvents({})).length, before, 'and nothing was recorded')
-  t.equal((await refresh(h, live.refresh_token as string)).status, 200, 'the live session is untouched')
+  t.equal((await h.refresh(live.refresh_token as string)).status, 200, 'the live session is untouched')
 
   const gone = await h.login()
   t.equal((await revoke(h, { client_id: 'cli', token: gone.refresh_token as string })).statusCode, 200)
@@ -133,7 +132,7 @@ t.test('JSON bodies are accepted like form bodies', async (t) => {
 t.test('client authentication is the token endpoint\'s', async (t) => {
   const h = await build(t)
   const login = await h.login()
-  const wrongBasic = await revoke(h, { token: login.refresh_token as string }, { headers: { authorization: basic('svc', 'wrong') } })
+  const wrongBasic = await revoke(h, { token: login.refresh_token as string }, { headers: { authorization: basicAuth('svc', 'wrong') } })
   t.equal(wrongBasic.statusCode, 401)
   t.equal(wrongBasic.json().error, 'invalid_client')
   t.match(wrongBasic.headers['www-authenticate'], /^Basic /)
@@ -150,16 +149,16 @@ t.test('another client\'s token: 400 to a confidential client, a silent 200 to a
   const h = await build(t)
   const store = h.app.tokenline.store
   const cliLogin = await h.login()
-  // svc is confidential: h.login sends no secret, so log in by hand.
-  const svc = (await h.token({ grant_type: 'password', client_id: 'svc', client_secret: 'svc-secret', username: 'alice', password: 'correct horse battery staple' })).json()
+  // svc is confidential: its requests carry its secret.
+  const svc = await h.login({ client: 'svc', params: { client_secret: 'svc-secret' } })
 
   for (const token of [cliLogin.refresh_token as string, cliLogin.access_token]) {
-    const res = await revoke(h, { token }, { headers: { authorization: basic('svc', 'svc-secret') } })
+    const res = await revoke(h, { token }, { headers: { authorization: basicAuth('svc', 'svc-secret') } })
     t.equal(res.statusCode, 400)
     t.match(res.json(), { error: 'invalid_request', error_description: 'token was issued to another client' })
   }
   t.equal(await revokedReason(h, sidOf(cliLogin.access_token)), null)
-  const next = await refresh(h, cliLogin.refresh_token as string)
+  const next = await h.refresh(cliLogin.refresh_token as string)
   t.equal(next.status, 200, 'cli\'s token still works')
 
   for (const token of [svc.refresh_token as string, svc.access_token as string]) {
@@ -168,8 +167,8 @@ t.test('another client\'s token: 400 to a confidential client, a silent 200 to a
     t.equal(res.body, '')
   }
   t.equal(await revokedReason(h, sidOf(svc.access_token)), null)
-  const svcNext = await h.token({ grant_type: 'refresh_token', client_id: 'svc', client_secret: 'svc-secret', refresh_token: svc.refresh_token })
-  t.equal(svcNext.statusCode, 200, 'svc\'s token still works')
+  const svcNext = await h.refresh(svc.refresh_token as string, { client: 'svc', params: { client_secret: 'svc-secret' } })
+  t.equal(svcNext.status, 200, 'svc\'s token still works')
 
   const alice = await store.findUserByUsername('alice')
   const refused = (await store.listEvents({ userId: alice?.id as string })).filter((e) => e.type === 'revocation_refused')
@@ -177,18 +176,20 @@ t.test('another client\'s token: 400 to a confidential client, a silent 200 to a
   t.ok(refused.every((e) => e.reason === 'client_mismatch'))
 
   // The owner can still revoke its own.
-  t.equal((await revoke(h, { token: svc.refresh_token }, { headers: { authorization: basic('svc', 'svc-secret') } })).statusCode, 200)
+  t.equal((await revoke(h, { token: svc.refresh_token as string }, { headers: { authorization: basicAuth('svc', 'svc-secret') } })).statusCode, 200)
   t.equal(await revokedReason(h, sidOf(svc.access_token)), 'logout')
 })
 
 t.test('browser logout with the refresh cookie: same-origin only, and the cookie is cleared', async (t) => {
   const h = await build(t)
-  const { cookie, access_token: at } = await cookieLogin(h)
+  const login = await cookieLogin(h)
+  const cookie = cookieValue(login)
+  const at = login.json().access_token as string
 
   const crossSite = await revoke(h, { client_id: 'web' }, { headers: { ...SAME_ORIGIN, 'sec-fetch-site': 'cross-site', origin: 'https://evil.example' }, cookies: { [COOKIE_NAME]: cookie } })
   t.equal(crossSite.statusCode, 403, 'a cross-site logout is refused')
   t.equal(crossSite.json().reason, 'csrf_rejected')
-  t.equal(refreshSetCookie(crossSite), undefined, 'and the cookie is left alone')
+  t.equal(refreshCookie(crossSite), undefined, 'and the cookie is left alone')
   const sibling = await revoke(h, { client_id: 'web' }, { headers: { ...SAME_ORIGIN, 'sec-fetch-site': 'same-site' }, cookies: { [COOKIE_NAME]: cookie } })
   t.equal(sibling.statusCode, 403, 'a sibling subdomain is refused too')
   const badOrigin = await revoke(h, { client_id: 'web' }, { headers: { ...SAME_ORIGIN, origin: 'null' }, cookies: { [COOKIE_NAME]: cookie } })
@@ -197,12 +198,12 @@ t.test('browser logout with the refresh cookie: same-origin only, and the cookie
 
   const rotated = await cookieRefresh(h, cookie)
   t.equal(rotated.statusCode, 200, 'and the cookie still refreshes')
-  const live = rotated.cookies.find((c) => c.name === COOKIE_NAME)?.value as string
+  const live = cookieValue(rotated)
 
   const res = await revoke(h, { client_id: 'web' }, { headers: SAME_ORIGIN, cookies: { [COOKIE_NAME]: live } })
   t.equal(res.statusCode, 200)
   t.equal(res.body, '')
-  const cleared = refreshSetCookie(res) ?? ''
+  const cleared = refreshCookie(res)?.raw ?? ''
   t.match(cleared, /^__Secure-tokenline-rt=;/, 'the cookie is emptied')
   for (const attr of ['Max-Age=0', 'Path=/token', 'HttpOnly', 'Secure', 'SameSite=Strict']) t.ok(cleared.includes(attr), attr)
   t.equal(await revokedReason(h, sidOf(at)), 'logout')
@@ -212,9 +213,9 @@ t.test('browser logout with the refresh cookie: same-origin only, and the cookie
 
   // curl with a cookie jar sends neither Origin nor Sec-Fetch-Site: not a browser, no CSRF to fear.
   const second = await cookieLogin(h)
-  const curl = await revoke(h, { client_id: 'web' }, { cookies: { [COOKIE_NAME]: second.cookie } })
+  const curl = await revoke(h, { client_id: 'web' }, { cookies: { [COOKIE_NAME]: cookieValue(second) } })
   t.equal(curl.statusCode, 200)
-  t.equal(await revokedReason(h, sidOf(second.access_token)), 'logout')
+  t.equal(await revokedReason(h, sidOf(second.json().access_token)), 'logout')
 
   const noCookie = await revoke(h, { client_id: 'web' }, { headers: SAME_ORIGIN })
   t.equal(noCookie.statusCode, 400, 'no token and no cookie is invalid_request')
@@ -231,7 +232,7 @@ t.test('routes follow the plugin prefix, and the cookie path with them', async (
   t.equal((await sessionsApi(h, 'GET', '/sessions', at)).statusCode, 404, 'and not outside it')
   const res = await post(h, '/auth/token/revoke', { client_id: 'cli', token: rt })
   t.equal(res.statusCode, 200)
-  t.match(refreshSetCookie(res), /Path=\/auth\/token/)
+  t.match(refreshCookie(res)?.raw, /Path=\/auth\/token/)
   t.equal((await h.app.inject({ method: 'POST', url: '/auth/token', payload: { grant_type: 'refresh_token', client_id: 'cli', refresh_token: rt } })).json().reason, 'session_revoked')
   const meta = (await h.app.inject({ method: 'GET', url: '/auth/.well-known/oauth-authorization-server' })).json()
   t.equal(meta.revocation_endpoint, 'http://localhost:3000/auth/token/revoke')

@@ -1,10 +1,10 @@
 import t, { type Test } from 'tap'
-import { build, BROWSER_UA, PASSWORD, type Harness, type TokenBody } from './helpers.js'
-import { refresh, sessionsApi, sidOf, tokenline } from './session-helpers.js'
+import { build, BROWSER_UA, sidOf, type Harness } from './helpers.js'
+import { sessionsApi, tokenline } from './session-helpers.js'
 
 /*
- * The sessions API (SPEC §3, §6, §7): the signed-in user lists and ends their own sessions with a
- * bearer access token that is checked against its live session, so revocation is immediate there.
+ * The sessions API: the signed-in user lists and ends their own sessions with a bearer access token
+ * (RFC 6750 §2.1) that is checked against its live session, so revocation is immediate there.
  */
 
 const PHONE_UA = 'Mozilla/5.0 (iPhone; CPU iPhone OS 17_2 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.2 Mobile/15E148 Safari/604.1'
@@ -17,38 +17,20 @@ async function list (t: Test, h: Harness, at: string): Promise<Listed[]> {
   return res.json().sessions
 }
 
-async function loginAs (h: Harness, ua: string, ip = '127.0.0.1', username = 'alice'): Promise<TokenBody> {
-  const res = await h.app.inject({
-    method: 'POST',
-    url: '/token',
-    remoteAddress: ip,
-    headers: { 'content-type': 'application/x-www-form-urlencoded', 'user-agent': ua },
-    payload: new URLSearchParams({ grant_type: 'password', client_id: 'cli', username, password: PASSWORD }).toString()
-  })
-  if (res.statusCode !== 200) throw new Error(res.body)
-  return res.json()
-}
-
 t.test('GET /sessions lists the caller\'s live sessions, marks the current one, and shows the last request seen', async (t) => {
   const h = await build(t)
   await h.addUser('bob')
-  const laptop = await loginAs(h, BROWSER_UA, '198.51.100.7')
+  const laptop = await h.login({ headers: { 'user-agent': BROWSER_UA }, ip: '198.51.100.7' })
   h.clock.advance(60)
-  const phone = await loginAs(h, PHONE_UA, '203.0.113.9')
-  await loginAs(h, PHONE_UA, '203.0.113.9', 'bob')
-  const gone = await loginAs(h, PHONE_UA)
+  const phone = await h.login({ headers: { 'user-agent': PHONE_UA }, ip: '203.0.113.9' })
+  await h.login({ headers: { 'user-agent': PHONE_UA }, ip: '203.0.113.9', username: 'bob' })
+  const gone = await h.login({ headers: { 'user-agent': PHONE_UA } })
   await h.app.tokenline.store.revokeSession({ sessionId: sidOf(gone.access_token), reason: 'logout', now: h.clock.now(), events: [] })
 
   // The phone moves to another network (IP policy `log`): the list shows where it was seen last.
   h.clock.advance(60)
-  const moved = await h.app.inject({
-    method: 'POST',
-    url: '/token',
-    remoteAddress: '192.0.2.44',
-    headers: { 'content-type': 'application/x-www-form-urlencoded', 'user-agent': PHONE_UA },
-    payload: new URLSearchParams({ grant_type: 'refresh_token', client_id: 'cli', refresh_token: phone.refresh_token as string }).toString()
-  })
-  t.equal(moved.statusCode, 200)
+  const moved = await h.refresh(phone.refresh_token as string, { headers: { 'user-agent': PHONE_UA }, ip: '192.0.2.44' })
+  t.equal(moved.status, 200)
 
   const res = await sessionsApi(h, 'GET', '/sessions', laptop.access_token)
   t.equal(res.headers['cache-control'], 'no-store', 'no-store on the sessions API')
@@ -75,7 +57,7 @@ t.test('GET /sessions lists the caller\'s live sessions, marks the current one, 
       current: true
     }
   ], 'newest first; bob\'s and the revoked session are not there')
-  const fromPhone = await list(t, h, (moved.json() as TokenBody).access_token)
+  const fromPhone = await list(t, h, moved.body.access_token)
   t.same(fromPhone.map((s) => s.current), [true, false], 'current follows the calling token')
 })
 
@@ -89,7 +71,7 @@ t.test('expired and idle sessions are not listed', async (t) => {
   t.equal((await sessionsApi(h, 'GET', '/sessions', idle.access_token)).statusCode, 401, 'an idle session\'s access token is refused, before its exp')
   for (let i = 0; i < 11; i++) {
     h.clock.advance(90)
-    active = (await refresh(h, active.refresh_token as string)).body
+    active = (await h.refresh(active.refresh_token as string)).body
   }
   t.equal(active.error, 'invalid_grant', 'the absolute lifetime is over')
 })
@@ -106,7 +88,7 @@ t.test('DELETE /sessions/:id ends one of the caller\'s sessions at once', async 
   t.equal(res.body, '')
   t.equal(res.headers['cache-control'], 'no-store')
   t.same((await list(t, h, a.access_token)).map((s) => s.id), [sidOf(a.access_token)])
-  t.equal((await refresh(h, b.refresh_token as string)).body.reason, 'session_revoked', 'its refresh token is dead')
+  t.equal((await h.refresh(b.refresh_token as string)).body.reason, 'session_revoked', 'its refresh token is dead')
   const bAt = await sessionsApi(h, 'GET', '/sessions', b.access_token)
   t.equal(bAt.statusCode, 401, 'and its access token is refused here at once')
   t.equal(bAt.json().error, 'invalid_token')
@@ -139,7 +121,7 @@ t.test('DELETE /sessions?scope=others ends every session but the current one', a
   t.same(res.json(), { revoked: 3 })
   t.same((await list(t, h, keep.access_token)).map((s) => s.id), [sidOf(keep.access_token)])
   for (const o of others) t.equal((await sessionsApi(h, 'GET', '/sessions', o.access_token)).statusCode, 401)
-  t.equal((await refresh(h, keep.refresh_token as string)).status, 200, 'the current session lives on')
+  t.equal((await h.refresh(keep.refresh_token as string)).status, 200, 'the current session lives on')
   t.equal((await list(t, h, bob.access_token)).length, 1, 'other users are not touched')
   t.same((await sessionsApi(h, 'DELETE', '/sessions?scope=others', keep.access_token)).json(), { revoked: 0 }, 'nothing left to end')
 
@@ -202,7 +184,7 @@ t.test('a password change and a disabled account end every session, and their ac
     t.equal(r.statusCode, 401, 'an access token of a session ended by the password change is refused')
     t.equal(r.json().error, 'invalid_token')
   }
-  t.equal((await refresh(h, alice[0]?.refresh_token as string)).body.reason, 'session_revoked')
+  t.equal((await h.refresh(alice[0]?.refresh_token as string)).body.reason, 'session_revoked')
   t.equal((await sessionsApi(h, 'GET', '/sessions', bob.access_token)).statusCode, 200, 'other users keep their sessions')
   const aliceRow = await h.app.tokenline.store.findUserByUsername('alice')
   const revoked = (await h.app.tokenline.store.listEvents({ userId: aliceRow?.id as string })).filter((e) => e.type === 'session_revoked')
@@ -214,13 +196,13 @@ t.test('a password change and a disabled account end every session, and their ac
   t.equal(disable.code, 0, disable.stderr)
   t.match(disable.stdout, /revoked 1 session/)
   t.equal((await sessionsApi(h, 'GET', '/sessions', again.access_token)).statusCode, 401, 'a disabled user\'s access token is refused at once')
-  t.equal((await refresh(h, again.refresh_token as string)).body.error, 'invalid_grant', 'and so is the refresh token')
+  t.equal((await h.refresh(again.refresh_token as string)).body.error, 'invalid_grant', 'and so is the refresh token')
   t.equal((await h.login({ password: 'a brand new passphrase' })).error, 'invalid_grant', 'and new logins')
 
   const enable = await tokenline(h.dbFile, ['user', 'enable', 'alice'])
   t.equal(enable.code, 0)
   t.equal((await sessionsApi(h, 'GET', '/sessions', again.access_token)).statusCode, 401, 'enabling does not revive old sessions')
-  t.equal((await refresh(h, again.refresh_token as string)).body.reason, 'session_revoked')
+  t.equal((await h.refresh(again.refresh_token as string)).body.reason, 'session_revoked')
   t.equal((await sessionsApi(h, 'GET', '/sessions', bob.access_token)).statusCode, 200)
   t.ok(bobId)
 })

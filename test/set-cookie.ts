@@ -1,6 +1,10 @@
+/*
+ * The refresh cookie: the Set-Cookie lines of a response, read as a browser would, and the login and
+ * refresh requests of a cookie client as the demo SPA's page sends them.
+ */
 import type { LightMyRequestResponse } from 'fastify'
 import { COOKIE_NAME } from '../server/tokens/response.js'
-import { ORIGIN, BROWSER_UA } from './helpers.js'
+import { PASSWORD, SAME_ORIGIN, type GrantOptions, type Harness } from './helpers.js'
 
 export { COOKIE_NAME }
 
@@ -24,19 +28,42 @@ export function parseSetCookie (raw: string): SetCookie {
   return { raw, name: pair.slice(0, eq), value: pair.slice(eq + 1), attrs }
 }
 
-/** Every `Set-Cookie` of a response, parsed. */
-export function setCookies (res: LightMyRequestResponse): SetCookie[] {
+/** Every `Set-Cookie` of a response, injected or fetched from a running server, parsed. */
+export function setCookies (res: LightMyRequestResponse | Response): SetCookie[] {
+  if (res instanceof Response) return res.headers.getSetCookie().map(parseSetCookie)
   const h = res.headers['set-cookie']
   if (h === undefined) return []
   return (Array.isArray(h) ? h : [h]).map(parseSetCookie)
 }
 
 /** The response's one refresh cookie, or undefined; throws if there are several. */
-export function refreshCookie (res: LightMyRequestResponse): SetCookie | undefined {
+export function refreshCookie (res: LightMyRequestResponse | Response): SetCookie | undefined {
   const all = setCookies(res).filter((c) => c.name === COOKIE_NAME)
   if (all.length > 1) throw new Error(`${all.length} refresh cookies in one response`)
   return all[0]
 }
 
-/** What a same-origin fetch() from the demo SPA at http://localhost:3000 sends. */
-export const SAME_ORIGIN = { origin: ORIGIN, 'sec-fetch-site': 'same-origin', 'sec-fetch-mode': 'cors', 'sec-fetch-dest': 'empty', 'user-agent': BROWSER_UA }
+/** The refresh token a response put in its cookie; throws if it set none. */
+export function cookieValue (res: LightMyRequestResponse): string {
+  const c = refreshCookie(res)
+  if (c === undefined) throw new Error(`no refresh cookie (status ${res.statusCode}): ${res.body}`)
+  return c.value
+}
+
+/** The cookie's Max-Age in seconds (NaN when it has none). */
+export const maxAge = (c: SetCookie | undefined): number => Number(c?.attrs.get('max-age'))
+
+/** alice's login with `client` (the cookie client `web` unless said) from the demo SPA's page; throws unless it succeeds. */
+export async function cookieLogin (h: Harness, client = 'web'): Promise<LightMyRequestResponse> {
+  const res = await h.token({ grant_type: 'password', client_id: client, username: 'alice', password: PASSWORD }, { headers: SAME_ORIGIN })
+  if (res.statusCode !== 200) throw new Error(`login failed: ${res.body}`)
+  return res
+}
+
+/**
+ * A refresh presenting `cookie` as the refresh cookie and no refresh_token parameter (unless `params`
+ * adds one), from the demo SPA's page unless `headers` says who else sends it.
+ */
+export async function cookieRefresh (h: Harness, cookie: string, opts: Pick<GrantOptions, 'client' | 'headers' | 'params'> = {}): Promise<LightMyRequestResponse> {
+  return await h.token({ grant_type: 'refresh_token', client_id: opts.client ?? 'web', ...opts.params }, { headers: opts.headers ?? SAME_ORIGIN, cookies: { [COOKIE_NAME]: cookie } })
+}

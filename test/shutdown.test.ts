@@ -3,8 +3,7 @@ import { existsSync, statSync } from 'node:fs'
 import { join } from 'node:path'
 import t from 'tap'
 import { lineageViolations } from './invariants.js'
-import { runCli } from './processes.js'
-import { post, spawnServer, type Outcome, type Sent } from './server-process.js'
+import { addAliceAndCli, sendForm, startServer, type Outcome, type Sent } from './processes.js'
 
 /*
  * SIGTERM under load, against a real server process: every request the server had received when the
@@ -28,13 +27,12 @@ t.test('SIGTERM under load: in-flight requests finish, exit 0, database closed c
     TOKENLINE_THROTTLE_FAILURES: '0'
   }
   // Production argon2 parameters (the defaults): a login takes tens of ms, so some are surely in flight.
-  t.equal((await runCli(['user', 'add', 'alice'], { env, input: `${PASSWORD}\n` })).code, 0)
-  t.equal((await runCli(['client', 'add', 'cli', '--delivery', 'body'], { env })).code, 0)
-  const server = await spawnServer(t, env)
+  await addAliceAndCli(t, env, PASSWORD)
+  const server = await startServer(t, env)
 
   const all: Array<Sent & { phase: 'load' | 'final' }> = []
   const send = (params: Record<string, string>, phase: 'load' | 'final'): Sent => {
-    const s = post(server.url, '/token', { client_id: 'cli', ...params })
+    const s = sendForm(`${server.url}/token`, { client_id: 'cli', ...params })
     all.push({ ...s, phase })
     return s
   }

@@ -1,10 +1,11 @@
 /*
  * The surface of POST /token: framing, content types, parameter parsing, client authentication and
- * malformed refresh tokens (security.md Part 3.A-3.C). Every refused request must get an RFC 6749 §5.2
- * JSON error with no-store headers, never a 5xx or Fastify's own error shape, must not reach argon2,
- * and must leave the sessions and the token lineage exactly as they were.
+ * malformed refresh tokens. Every refused request must get an RFC 6749 §5.2 JSON error with no-store
+ * headers, never a 5xx or Fastify's own error shape, must not reach argon2, and must leave the
+ * sessions and the token lineage exactly as they were.
  */
 import Database from 'better-sqlite3'
+import { decodeJwt } from 'jose'
 import type { FastifyInstance, LightMyRequestResponse } from 'fastify'
 import { connect } from 'node:net'
 import { join } from 'node:path'
@@ -14,12 +15,11 @@ import type { Test } from 'tap'
 import { buildServer } from '../server/standalone/app.js'
 import { createPasswords } from '../server/security/passwords.js'
 import { newRefreshToken, randomId } from '../server/tokens/refresh-format.js'
-import { build, CHEAP_ARGON2, decodeJwt, form, PASSWORD, type Harness, type TokenBody } from './helpers.js'
+import { basicAuth, build, CHEAP_ARGON2, countVerifies, form, PASSWORD, type Harness, type TokenBody } from './helpers.js'
 import { tempDir } from './processes.js'
 
 const FORM = 'application/x-www-form-urlencoded'
 const LOGIN = { grant_type: 'password', client_id: 'cli', username: 'alice', password: PASSWORD }
-const basic = (id: string, secret: string): string => 'Basic ' + Buffer.from(`${id}:${secret}`).toString('base64')
 
 /** Anything that looks like a credential Tokenline hands out. */
 const TOKENISH = /tlrt_|eyJ[\w-]+\.[\w-]+\.|access_token|refresh_token"\s*:/
@@ -28,7 +28,7 @@ const TOKENISH = /tlrt_|eyJ[\w-]+\.[\w-]+\.|access_token|refresh_token"\s*:/
  * The checks every refused /token response must pass: a controlled status, the RFC 6749 §5.2 JSON
  * shape (and not Fastify's `{statusCode, code, message}`), no-store headers, no stack, no token.
  */
-function assertRefused (t: Test, res: LightMyRequestResponse, status: number, error: string | string[], label = ''): Record<string, unknown> {
+function assertErrorResponse (t: Test, res: LightMyRequestResponse, status: number, error: string | string[], label = ''): Record<string, unknown> {
   const at = label === '' ? '' : ` (${label})`
   t.ok(res.statusCode < 500, `status below 500${at}`)
   t.equal(res.statusCode, status, `status ${status}${at}`)
@@ -52,15 +52,6 @@ function assertRefused (t: Test, res: LightMyRequestResponse, status: number, er
   return body
 }
 
-/** Counts argon2 verifications, so a test can show a refusal happened before any hashing. */
-function countVerifies (h: Harness): { readonly n: number } {
-  const passwords = h.app.tokenline.passwords as { verify: (hash: string | undefined, pw: string) => Promise<boolean> }
-  const original = passwords.verify
-  const counter = { n: 0 }
-  passwords.verify = async (hash, pw) => { counter.n++; return await original(hash, pw) }
-  return counter
-}
-
 /** A fingerprint of everything a token request may change: sessions and the lineage, row by row. */
 function dbState (h: Harness): string {
   const db = new Database(h.dbFile, { readonly: true })
@@ -74,28 +65,29 @@ function dbState (h: Harness): string {
   }
 }
 
-const post = (h: Harness, payload: string | Buffer, headers: Record<string, string> = { 'content-type': FORM }, url = '/token'): Promise<LightMyRequestResponse> =>
+/** POST exactly `payload` with exactly `headers`. */
+const postRaw = (h: Harness, payload: string | Buffer, headers: Record<string, string> = { 'content-type': FORM }, url = '/token'): Promise<LightMyRequestResponse> =>
   h.app.inject({ method: 'POST', url, headers, payload })
 
 t.test('methods other than POST get 405 JSON with Allow: POST', async (t) => {
   const h = await build(t)
   for (const method of ['GET', 'PUT', 'DELETE', 'PATCH'] as const) {
     const plain = await h.app.inject({ method, url: '/token' })
-    assertRefused(t, plain, 405, 'invalid_request', method)
+    assertErrorResponse(t, plain, 405, 'invalid_request', method)
     t.equal(plain.headers.allow, 'POST', `${method} Allow header`)
     // A full, valid login body does not make another method work.
     const withBody = await h.app.inject({ method, url: '/token', headers: { 'content-type': FORM }, payload: form(LOGIN) })
-    assertRefused(t, withBody, 405, 'invalid_request', `${method} with a login body`)
+    assertErrorResponse(t, withBody, 405, 'invalid_request', `${method} with a login body`)
     // RFC 9110 §15.5.6: the method is refused whatever the body is.
     const oddBody = await h.app.inject({ method, url: '/token', headers: { 'content-type': 'text/plain' }, payload: 'x' })
-    assertRefused(t, oddBody, 405, 'invalid_request', `${method} with a text/plain body`)
+    assertErrorResponse(t, oddBody, 405, 'invalid_request', `${method} with a text/plain body`)
   }
   const head = await h.app.inject({ method: 'HEAD', url: '/token' })
   t.ok(head.statusCode === 405 || head.statusCode === 400, 'HEAD is refused')
   t.equal(head.body, '', 'HEAD carries no body, so no token')
 })
 
-t.test('content types', async (t) => {
+t.test('only form and JSON bodies in UTF-8 are read: any other content type is invalid_request before argon2', async (t) => {
   const h = await build(t)
   const verifies = countVerifies(h)
   const before = dbState(h)
@@ -113,22 +105,22 @@ t.test('content types', async (t) => {
     ['empty', { 'content-type': '' }]
   ]
   for (const [label, headers] of refused) {
-    assertRefused(t, await post(h, body, headers), 400, 'invalid_request', label)
+    assertErrorResponse(t, await postRaw(h, body, headers), 400, 'invalid_request', label)
   }
   // RFC 8259 §8.1: JSON between systems is UTF-8; a valid JSON login labelled otherwise is refused.
-  assertRefused(t, await post(h, JSON.stringify(LOGIN), { 'content-type': 'application/json; charset=ISO-8859-1' }), 400, 'invalid_request', 'ISO-8859-1 JSON')
+  assertErrorResponse(t, await postRaw(h, JSON.stringify(LOGIN), { 'content-type': 'application/json; charset=ISO-8859-1' }), 400, 'invalid_request', 'ISO-8859-1 JSON')
   // A multipart body that really carries the login must not get through either.
   const multipart = '--x\r\nContent-Disposition: form-data; name="grant_type"\r\n\r\npassword\r\n--x--\r\n'
-  assertRefused(t, await post(h, multipart, { 'content-type': 'multipart/form-data; boundary=x' }), 400, 'invalid_request', 'real multipart')
+  assertErrorResponse(t, await postRaw(h, multipart, { 'content-type': 'multipart/form-data; boundary=x' }), 400, 'invalid_request', 'real multipart')
   t.equal(verifies.n, 0, 'no refused content type reached argon2')
   t.equal(dbState(h), before, 'nothing changed in the database')
 
   // Media types and charset names are case-insensitive (RFC 9110 §8.3.1).
   for (const ct of ['APPLICATION/JSON', 'application/json; charset=utf-8']) {
-    t.equal((await post(h, JSON.stringify(LOGIN), { 'content-type': ct })).statusCode, 200, `accepted: ${ct}`)
+    t.equal((await postRaw(h, JSON.stringify(LOGIN), { 'content-type': ct })).statusCode, 200, `accepted: ${ct}`)
   }
   for (const ct of ['Application/X-WWW-Form-Urlencoded; charset=UTF-8', `${FORM}; charset="utf-8"`, FORM]) {
-    const res = await post(h, body, { 'content-type': ct })
+    const res = await postRaw(h, body, { 'content-type': ct })
     t.equal(res.statusCode, 200, `accepted: ${ct}`)
     t.equal(res.headers['cache-control'], 'no-store')
     t.equal(res.headers.pragma, 'no-cache')
@@ -137,9 +129,9 @@ t.test('content types', async (t) => {
 
 t.test('JSON bodies: flat string objects accepted, anything else refused', async (t) => {
   const h = await build(t)
-  const ok = await post(h, JSON.stringify(LOGIN), { 'content-type': 'application/json' })
+  const ok = await postRaw(h, JSON.stringify(LOGIN), { 'content-type': 'application/json' })
   t.equal(ok.statusCode, 200, 'a JSON login works')
-  const escaped = await post(h, JSON.stringify({ ...LOGIN, note: 'a "quoted" \\ value', 'odd"key': '{"x":"y"}' }), { 'content-type': 'application/json' })
+  const escaped = await postRaw(h, JSON.stringify({ ...LOGIN, note: 'a "quoted" \\ value', 'odd"key': '{"x":"y"}' }), { 'content-type': 'application/json' })
   t.equal(escaped.statusCode, 200, 'escaped quotes in keys and values are not mistaken for repeated keys')
   t.type((ok.json() as TokenBody).refresh_token, 'string')
 
@@ -162,7 +154,7 @@ t.test('JSON bodies: flat string objects accepted, anything else refused', async
     ['nested __proto__', `{"grant_type":"password","client_id":"cli","username":"alice","password":${JSON.stringify(PASSWORD)},"__proto__":{"admin":"true"}}`]
   ]
   for (const [label, payload] of refused) {
-    assertRefused(t, await post(h, payload, { 'content-type': 'application/json' }), 400, 'invalid_request', label)
+    assertErrorResponse(t, await postRaw(h, payload, { 'content-type': 'application/json' }), 400, 'invalid_request', label)
   }
   t.equal(verifies.n, 0, 'no refused JSON body reached argon2')
   t.equal(dbState(h), before, 'nothing changed in the database')
@@ -175,7 +167,7 @@ t.test('body size: the limit holds, and over it is 400 invalid_request, not 413 
   const base = form(LOGIN) + '&pad='
   const exact = base + 'x'.repeat(limit - base.length)
   t.equal(Buffer.byteLength(exact), limit)
-  t.equal((await post(h, exact)).statusCode, 200, 'a body of exactly the limit is accepted')
+  t.equal((await postRaw(h, exact)).statusCode, 200, 'a body of exactly the limit is accepted')
 
   const verifies = countVerifies(h)
   const before = dbState(h)
@@ -187,13 +179,13 @@ t.test('body size: the limit holds, and over it is 400 invalid_request, not 413 
     ['1 MiB password', form({ ...LOGIN, password: 'p'.repeat(1024 * 1024) }), { 'content-type': FORM }]
   ]
   for (const [label, payload, headers] of cases) {
-    assertRefused(t, await post(h, payload, headers), 400, 'invalid_request', label)
+    assertErrorResponse(t, await postRaw(h, payload, headers), 400, 'invalid_request', label)
   }
   t.equal(verifies.n, 0, 'an oversized body never reaches argon2')
   t.equal(dbState(h), before, 'nothing changed in the database')
 })
 
-t.test('parameters: empty body, duplicates, array/object syntax, percent-encoding, query string', async (t) => {
+t.test('an empty body, a repeated or bracketed parameter, bad percent-encoding or a parameter in the query string is invalid_request', async (t) => {
   const h = await build(t)
   const verifies = countVerifies(h)
   const before = dbState(h)
@@ -221,8 +213,8 @@ t.test('parameters: empty body, duplicates, array/object syntax, percent-encodin
     ['client_secret in the query string', login, '/token?client_secret=svc-secret', /query/]
   ]
   for (const [label, payload, url, why] of cases) {
-    const res = await post(h, payload, { 'content-type': FORM }, url)
-    const body = assertRefused(t, res, 400, 'invalid_request', label)
+    const res = await postRaw(h, payload, { 'content-type': FORM }, url)
+    const body = assertErrorResponse(t, res, 400, 'invalid_request', label)
     if (why !== undefined) t.match(body.error_description, why, `refused for the right reason (${label})`)
     t.notMatch(String(body.error_description ?? ''), /svc-secret|\$ne/, `no echo of the input (${label})`)
   }
@@ -231,24 +223,24 @@ t.test('parameters: empty body, duplicates, array/object syntax, percent-encodin
   t.equal(({} as Record<string, unknown>).admin, undefined, 'Object.prototype untouched')
 
   // A NUL is just a character: it cannot match a user, and costs the same argon2 work as any miss.
-  const nul = await post(h, 'grant_type=password&client_id=cli&username=alice%00&password=' + encodeURIComponent(PASSWORD))
-  t.equal(assertRefused(t, nul, 400, 'invalid_grant', '%00 in username').reason, 'invalid_credentials')
-  const nulPw = await post(h, 'grant_type=password&client_id=cli&username=alice&password=' + encodeURIComponent(PASSWORD) + '%00')
-  t.equal(assertRefused(t, nulPw, 400, 'invalid_grant', '%00 in password').reason, 'invalid_credentials')
+  const nul = await postRaw(h, 'grant_type=password&client_id=cli&username=alice%00&password=' + encodeURIComponent(PASSWORD))
+  t.equal(assertErrorResponse(t, nul, 400, 'invalid_grant', '%00 in username').reason, 'invalid_credentials')
+  const nulPw = await postRaw(h, 'grant_type=password&client_id=cli&username=alice&password=' + encodeURIComponent(PASSWORD) + '%00')
+  t.equal(assertErrorResponse(t, nulPw, 400, 'invalid_grant', '%00 in password').reason, 'invalid_credentials')
   t.equal(dbState(h), before, 'failed logins start no session')
 })
 
-t.test('grant_type', async (t) => {
+t.test('a missing, empty or unsupported grant_type is refused without being echoed', async (t) => {
   const h = await build(t)
   const verifies = countVerifies(h)
   const before = dbState(h)
   const creds = { client_id: 'cli', username: 'alice', password: PASSWORD }
-  assertRefused(t, await h.token(creds), 400, 'invalid_request', 'missing')
+  assertErrorResponse(t, await h.token(creds), 400, 'invalid_request', 'missing')
   // RFC 6749 §3.2: a parameter without a value is treated as omitted: missing, not unsupported.
-  const empty = assertRefused(t, await h.token({ grant_type: '', ...creds }), 400, 'invalid_request', 'empty')
+  const empty = assertErrorResponse(t, await h.token({ grant_type: '', ...creds }), 400, 'invalid_request', 'empty')
   t.match(empty.error_description, /grant_type/)
   for (const g of ['PASSWORD', 'password ', 'client_credentials', 'authorization_code', 'implicit', 'urn:ietf:params:oauth:grant-type:jwt-bearer', 'g'.repeat(10 * 1024)]) {
-    const body = assertRefused(t, await h.token({ grant_type: g, ...creds }), 400, 'unsupported_grant_type', g.slice(0, 40))
+    const body = assertErrorResponse(t, await h.token({ grant_type: g, ...creds }), 400, 'unsupported_grant_type', g.slice(0, 40))
     t.notMatch(String(body.error_description), /ggg|PASSWORD|jwt-bearer/, 'the value is not echoed')
   }
   t.equal(verifies.n, 0, 'no grant_type error reached argon2')
@@ -260,7 +252,7 @@ t.test('unknown parameters are ignored (RFC 6749 §3.2)', async (t) => {
   const res = await h.token({ ...LOGIN, foo: 'bar', admin: 'true', toString: '1', hasOwnProperty: '1', sub: 'mallory', aud: 'evil' })
   t.equal(res.statusCode, 200)
   const body = res.json() as TokenBody
-  const { payload } = decodeJwt(body.access_token)
+  const payload = decodeJwt(body.access_token)
   t.equal(payload.foo, undefined)
   t.equal(payload.admin, undefined)
   t.not(payload.sub, 'mallory', 'sub is not taken from the request')
@@ -268,24 +260,24 @@ t.test('unknown parameters are ignored (RFC 6749 §3.2)', async (t) => {
   t.equal(body.scope, 'read write', 'scope unchanged')
 })
 
-t.test('client authentication', async (t) => {
+t.test('client authentication: Basic or the body, never both and never two different clients', async (t) => {
   const h = await build(t)
   // RFC 6749 Appendix B: the id and secret are form-urlencoded before they go into Basic.
   await h.addClient({ id: 'svc:1', secret: 's%cret:+x' })
   const password = { grant_type: 'password', username: 'alice', password: PASSWORD }
 
   t.test('accepted forms', async (t) => {
-    const ok = async (label: string, params: Record<string, string>, headers: Record<string, string> = {}): Promise<void> => {
+    const accepted = async (label: string, params: Record<string, string>, headers: Record<string, string> = {}): Promise<void> => {
       const res = await h.token(params, { headers })
       t.equal(res.statusCode, 200, label)
     }
-    await ok('Basic', password, { authorization: basic('svc', 'svc-secret') })
-    await ok('Basic with a matching body client_id', { ...password, client_id: 'svc' }, { authorization: basic('svc', 'svc-secret') })
-    await ok('client_secret in the body', { ...password, client_id: 'svc', client_secret: 'svc-secret' })
+    await accepted('Basic', password, { authorization: basicAuth('svc', 'svc-secret') })
+    await accepted('Basic with a matching body client_id', { ...password, client_id: 'svc' }, { authorization: basicAuth('svc', 'svc-secret') })
+    await accepted('client_secret in the body', { ...password, client_id: 'svc', client_secret: 'svc-secret' })
     // RFC 9110 §11.1: the scheme name is case-insensitive.
-    await ok('lowercase basic', password, { authorization: 'basic ' + Buffer.from('svc:svc-secret').toString('base64') })
-    await ok('Appendix B: percent-encoded : in the id and secret', password, { authorization: basic('svc%3A1', 's%25cret%3A%2Bx') })
-    await ok('the same client in the body', { ...password, client_id: 'svc:1', client_secret: 's%cret:+x' })
+    await accepted('lowercase basic', password, { authorization: 'basic ' + Buffer.from('svc:svc-secret').toString('base64') })
+    await accepted('Appendix B: percent-encoded : in the id and secret', password, { authorization: basicAuth('svc%3A1', 's%25cret%3A%2Bx') })
+    await accepted('the same client in the body', { ...password, client_id: 'svc:1', client_secret: 's%cret:+x' })
   })
 
   t.test('refused', async (t) => {
@@ -294,16 +286,16 @@ t.test('client authentication', async (t) => {
     const cases: Array<[string, Record<string, string>, Record<string, string>, number, string]> = [
       ['Basic with bad base64', password, { authorization: 'Basic !!!' }, 400, 'invalid_request'],
       ['Basic with no colon', password, { authorization: 'Basic ' + Buffer.from('svc').toString('base64') }, 400, 'invalid_request'],
-      ['Basic with an empty user', password, { authorization: basic('', 'svc-secret') }, 400, 'invalid_request'],
+      ['Basic with an empty user', password, { authorization: basicAuth('', 'svc-secret') }, 400, 'invalid_request'],
       ['Basic with no credentials', password, { authorization: 'Basic' }, 400, 'invalid_request'],
-      ['Basic with a bad percent-encoding', password, { authorization: basic('svc%ZZ', 'x') }, 400, 'invalid_request'],
+      ['Basic with a bad percent-encoding', password, { authorization: basicAuth('svc%ZZ', 'x') }, 400, 'invalid_request'],
       ['Bearer on the token endpoint', password, { authorization: 'Bearer x' }, 400, 'invalid_request'],
-      ['unencoded : in the id is read as the separator', password, { authorization: basic('svc:1', 's%25cret%3A%2Bx') }, 401, 'invalid_client'],
-      ['Basic and client_secret (two methods, RFC 6749 §2.3)', { ...password, client_secret: 'svc-secret' }, { authorization: basic('svc', 'svc-secret') }, 400, 'invalid_request'],
-      ['body client_id differs from Basic', { ...password, client_id: 'cli' }, { authorization: basic('svc', 'svc-secret') }, 400, 'invalid_request'],
-      ['unknown client via Basic', password, { authorization: basic('nobody', 'x') }, 401, 'invalid_client'],
-      ['wrong secret via Basic', password, { authorization: basic('svc', 'wrong') }, 401, 'invalid_client'],
-      ['public client via Basic with a secret', password, { authorization: basic('cli', 'x') }, 401, 'invalid_client'],
+      ['unencoded : in the id is read as the separator', password, { authorization: basicAuth('svc:1', 's%25cret%3A%2Bx') }, 401, 'invalid_client'],
+      ['Basic and client_secret (two methods, RFC 6749 §2.3)', { ...password, client_secret: 'svc-secret' }, { authorization: basicAuth('svc', 'svc-secret') }, 400, 'invalid_request'],
+      ['body client_id differs from Basic', { ...password, client_id: 'cli' }, { authorization: basicAuth('svc', 'svc-secret') }, 400, 'invalid_request'],
+      ['unknown client via Basic', password, { authorization: basicAuth('nobody', 'x') }, 401, 'invalid_client'],
+      ['wrong secret via Basic', password, { authorization: basicAuth('svc', 'wrong') }, 401, 'invalid_client'],
+      ['public client via Basic with a secret', password, { authorization: basicAuth('cli', 'x') }, 401, 'invalid_client'],
       ['no client at all', password, {}, 400, 'invalid_request'],
       ['unknown client via body', { ...password, client_id: 'nobody' }, {}, 400, 'invalid_client'],
       ['client_id with ../', { ...password, client_id: '../cli' }, {}, 400, 'invalid_client'],
@@ -314,7 +306,7 @@ t.test('client authentication', async (t) => {
     ]
     for (const [label, params, headers, status, error] of cases) {
       const res = await h.token(params, { headers })
-      assertRefused(t, res, status, error, label)
+      assertErrorResponse(t, res, status, error, label)
       // RFC 6749 §5.2: WWW-Authenticate answers a failed Basic authentication, and only that.
       if (status === 401) t.match(res.headers['www-authenticate'], /^Basic\b/, `WWW-Authenticate: Basic (${label})`)
       else t.equal(res.headers['www-authenticate'], undefined, `no WWW-Authenticate on a 400 (${label})`)
@@ -335,14 +327,15 @@ t.test('malformed, unknown and misdirected refresh tokens', async (t) => {
 
   const verifies = countVerifies(h)
   const before = dbState(h)
-  const refresh = (value: string | undefined, client = 'cli'): Promise<LightMyRequestResponse> => {
+  /** A refresh presenting `value`, or no refresh_token at all. */
+  const refreshRequest = (value: string | undefined, client = 'cli'): Promise<LightMyRequestResponse> => {
     const params: Record<string, string> = { grant_type: 'refresh_token', client_id: client }
     if (value !== undefined) params.refresh_token = value
     return h.token(params)
   }
-  assertRefused(t, await refresh(undefined), 400, 'invalid_request', 'missing')
-  assertRefused(t, await refresh(''), 400, 'invalid_request', 'empty')
-  assertRefused(t, await refresh('   '), 400, ['invalid_request', 'invalid_grant'], 'whitespace')
+  assertErrorResponse(t, await refreshRequest(undefined), 400, 'invalid_request', 'missing')
+  assertErrorResponse(t, await refreshRequest(''), 400, 'invalid_request', 'empty')
+  assertErrorResponse(t, await refreshRequest('   '), 400, ['invalid_request', 'invalid_grant'], 'whitespace')
   const cases: Array<[string, string]> = [
     ['10 KB', 'tlrt_' + 'a'.repeat(10 * 1024)],
     ['non-base64url characters', rt.slice(0, 10) + '+/=!' + rt.slice(14)],
@@ -356,19 +349,19 @@ t.test('malformed, unknown and misdirected refresh tokens', async (t) => {
     ['surrounded by spaces', ` ${rt} `]
   ]
   for (const [label, value] of cases) {
-    const body = assertRefused(t, await refresh(value), 400, 'invalid_grant', label)
+    const body = assertErrorResponse(t, await refreshRequest(value), 400, 'invalid_grant', label)
     t.equal(body.reason, 'token_invalid', `reason token_invalid (${label})`)
   }
   // RFC 6749 §10.4: bound to the client it was issued to; the other client's attempt proves nothing
   // about who holds it, so the session is left alone.
-  const other = assertRefused(t, await refresh(theirs.refresh_token, 'cli'), 400, 'invalid_grant', "another client's token")
+  const other = assertErrorResponse(t, await refreshRequest(theirs.refresh_token, 'cli'), 400, 'invalid_grant', "another client's token")
   t.equal(other.reason, 'client_mismatch')
   t.equal(verifies.n, 0, 'refresh failures never touch argon2')
   t.equal(dbState(h), before, 'sessions and lineage unchanged: nothing consumed, nothing revoked')
 
   // Both tokens still work for their own clients.
-  t.equal((await refresh(rt)).statusCode, 200, 'the real token still refreshes')
-  t.equal((await refresh(theirs.refresh_token, 'other')).statusCode, 200, "the other client's token still refreshes")
+  t.equal((await refreshRequest(rt)).statusCode, 200, 'the real token still refreshes')
+  t.equal((await refreshRequest(theirs.refresh_token, 'other')).statusCode, 200, "the other client's token still refreshes")
 })
 
 t.test('every success and error carries no-store headers (RFC 6749 §5.1)', async (t) => {
@@ -379,7 +372,7 @@ t.test('every success and error carries no-store headers (RFC 6749 §5.1)', asyn
   t.equal(ok.headers.pragma, 'no-cache')
   t.match(ok.headers['content-type'], /^application\/json; charset=utf-8/)
   const bad = await h.token({ ...LOGIN, password: 'wrong' })
-  assertRefused(t, bad, 400, 'invalid_grant')
+  assertErrorResponse(t, bad, 400, 'invalid_grant')
 })
 
 /** Writes raw bytes to the server and collects everything it answers until it closes or goes quiet. */
@@ -431,7 +424,7 @@ t.test('HTTP framing on a real socket (standalone server)', async (t) => {
   t.type((JSON.parse(ok.body) as TokenBody).access_token, 'string')
 
   /** A refused request: a controlled 4xx in RFC 6749 shape with no-store, or a closed connection; never a token. */
-  const refused = (label: string, text: string, opts: { mayBeSilent?: boolean } = {}): void => {
+  const assertRawRefused = (label: string, text: string, opts: { mayBeSilent?: boolean } = {}): void => {
     t.notMatch(text, TOKENISH, `${label}: no token`)
     t.notMatch(text, /"statusCode"|"message"/, `${label}: not Fastify's error shape`)
     if (text === '' && opts.mayBeSilent === true) return
@@ -442,13 +435,13 @@ t.test('HTTP framing on a real socket (standalone server)', async (t) => {
     t.equal(r.headers.pragma, 'no-cache', `${label}: pragma no-cache`)
   }
   const limit = app.tokenline.opts.bodyLimit
-  refused('chunked over the limit', await raw(port, head('Transfer-Encoding: chunked\r\nConnection: close\r\n') + chunked(login + '&pad=' + 'x'.repeat(limit), 4096)))
+  assertRawRefused('chunked over the limit', await raw(port, head('Transfer-Encoding: chunked\r\nConnection: close\r\n') + chunked(login + '&pad=' + 'x'.repeat(limit), 4096)))
   // Request smuggling (ASVS 5.0 4.2.1): both framings at once.
-  refused('Content-Length with Transfer-Encoding', await raw(port, head(`Content-Length: ${login.length}\r\nTransfer-Encoding: chunked\r\n`) + chunked(login)))
-  refused('a malformed chunk size', await raw(port, head('Transfer-Encoding: chunked\r\n') + 'zz\r\nabc\r\n'))
-  refused('a header name with a space', await raw(port, head('Bad Header: x\r\n')))
-  refused('Content-Length larger than the body', await raw(port, head('Content-Length: 1000\r\n') + login, { halfClose: true }), { mayBeSilent: true })
-  refused('Content-Length of 99999999', await raw(port, head('Content-Length: 99999999\r\nConnection: close\r\n') + 'abc'))
+  assertRawRefused('Content-Length with Transfer-Encoding', await raw(port, head(`Content-Length: ${login.length}\r\nTransfer-Encoding: chunked\r\n`) + chunked(login)))
+  assertRawRefused('a malformed chunk size', await raw(port, head('Transfer-Encoding: chunked\r\n') + 'zz\r\nabc\r\n'))
+  assertRawRefused('a header name with a space', await raw(port, head('Bad Header: x\r\n')))
+  assertRawRefused('Content-Length larger than the body', await raw(port, head('Content-Length: 1000\r\n') + login, { halfClose: true }), { mayBeSilent: true })
+  assertRawRefused('Content-Length of 99999999', await raw(port, head('Content-Length: 99999999\r\nConnection: close\r\n') + 'abc'))
   // The rest of the body is read as a next request, which is garbage.
   const short = await raw(port, head('Content-Length: 10\r\n') + login)
   t.notMatch(short, TOKENISH, 'Content-Length shorter than the body: no token')
@@ -456,9 +449,9 @@ t.test('HTTP framing on a real socket (standalone server)', async (t) => {
   t.notMatch(short, /"statusCode"/, "Content-Length shorter than the body: not Fastify's error shape")
   // A compressed body is neither inflated (no decompression bomb) nor read as if it were plain.
   const gz = gzipSync(login)
-  refused('Content-Encoding: gzip', await raw(port, Buffer.concat([Buffer.from(head(`Content-Encoding: gzip\r\nContent-Length: ${gz.length}\r\nConnection: close\r\n`)), gz])))
-  refused('Content-Encoding: gzip on a plain body', await raw(port, head(`Content-Encoding: gzip\r\nContent-Length: ${login.length}\r\nConnection: close\r\n`) + login))
-  refused('Content-Encoding: br', await raw(port, head(`Content-Encoding: br\r\nContent-Length: ${login.length}\r\nConnection: close\r\n`) + login))
+  assertRawRefused('Content-Encoding: gzip', await raw(port, Buffer.concat([Buffer.from(head(`Content-Encoding: gzip\r\nContent-Length: ${gz.length}\r\nConnection: close\r\n`)), gz])))
+  assertRawRefused('Content-Encoding: gzip on a plain body', await raw(port, head(`Content-Encoding: gzip\r\nContent-Length: ${login.length}\r\nConnection: close\r\n`) + login))
+  assertRawRefused('Content-Encoding: br', await raw(port, head(`Content-Encoding: br\r\nContent-Length: ${login.length}\r\nConnection: close\r\n`) + login))
 
   // The server is still healthy after all that.
   const again = parseResponse(await raw(port, head(`Content-Length: ${login.length}\r\nConnection: close\r\n`) + login))

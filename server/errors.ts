@@ -1,32 +1,39 @@
-/** RFC 6749 §5.2 error codes, plus the RFC 7009 / RFC 6750 ones Tokenline's other routes use. */
-export type OAuthErrorCode =
-  | 'invalid_request'
-  | 'invalid_client'
-  | 'invalid_grant'
-  | 'unauthorized_client'
-  | 'unsupported_grant_type'
-  | 'invalid_scope'
-  | 'invalid_token'
-  | 'unsupported_token_type'
-  | 'access_denied'
-  | 'temporarily_unavailable'
-  | 'server_error'
+/**
+ * RFC 6749 §5.2 error codes, plus the RFC 7009 / RFC 6750 ones Tokenline's other routes use. A list,
+ * not only a type, so that the OpenAPI document's enum is this list (server/routes/openapi.ts).
+ */
+export const OAUTH_ERROR_CODES = [
+  'invalid_request',
+  'invalid_client',
+  'invalid_grant',
+  'unauthorized_client',
+  'unsupported_grant_type',
+  'invalid_scope',
+  'invalid_token',
+  'unsupported_token_type',
+  'access_denied',
+  'temporarily_unavailable',
+  'server_error'
+] as const
+export type OAuthErrorCode = typeof OAUTH_ERROR_CODES[number]
 
 /**
  * Stable machine-readable reasons carried beside `invalid_grant` (and a few other errors), so
  * clients can tell a lost race from a real logout.
  */
-export type GrantReason =
-  | 'invalid_credentials'
-  | 'token_invalid'
-  | 'client_mismatch'
-  | 'reuse_detected'
-  | 'session_revoked'
-  | 'session_expired'
-  | 'session_idle'
-  | 'fingerprint_mismatch'
-  | 'account_disabled'
-  | 'csrf_rejected'
+export const GRANT_REASONS = [
+  'invalid_credentials',
+  'token_invalid',
+  'client_mismatch',
+  'reuse_detected',
+  'session_revoked',
+  'session_expired',
+  'session_idle',
+  'fingerprint_mismatch',
+  'account_disabled',
+  'csrf_rejected'
+] as const
+export type GrantReason = typeof GRANT_REASONS[number]
 
 const STATUS: Record<OAuthErrorCode, number> = {
   invalid_request: 400,

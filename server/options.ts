@@ -1,130 +1,13 @@
 /**
- * Every Tokenline setting, in one table: its plugin option name, its environment variable, its default,
- * what it accepts and what it means. The plugin validates its options against this table at register
- * time, the standalone server and the CLI read their environment through it, and the README's options
- * table is checked against it by a test.
+ * Every Tokenline setting, declared once in TABLE below: its plugin option name, environment variable,
+ * kind (type, range or allowed values, unit), default and meaning. Everything else derives from it: the
+ * option types (TokenlineOptions, ResolvedOptions, ServerSettings), the checks the plugin runs at register
+ * time, the environment the standalone server and the CLI read, the start-up warning about a misspelt
+ * variable, and the README's options table (test/config.test.ts fails when that table is stale). Adding a
+ * setting is one entry in TABLE; test/config.test.ts derives its cases from the entry's kind.
  */
 
 import { isIP } from 'node:net'
-
-export type Algorithm = 'ES256' | 'EdDSA' | 'RS256'
-export type Policy = 'ignore' | 'log' | 'reject' | 'revoke'
-export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent'
-
-export interface Argon2Params {
-  /** KiB. @default 19456 (OWASP minimum for argon2id with t=2) */
-  memoryCost: number
-  /** Passes. @default 2 */
-  timeCost: number
-  /** Lanes. @default 1 */
-  parallelism: number
-}
-
-/** Options of `app.register(tokenline, options)`. Durations are in seconds. */
-export interface TokenlineOptions {
-  /** SQLite database file. @default './data/tokenline.db' */
-  database?: string
-  /** `iss` of access tokens and the base of the metadata URLs. @default 'http://localhost:3000' */
-  issuer?: string
-  /** `aud` of access tokens. @default the issuer */
-  audience?: string
-  /** Access token lifetime, s. @default 900 */
-  accessTokenTtl?: number
-  /** Session idle timeout, s. @default 604800 (7 days) */
-  idleTtl?: number
-  /** Session absolute lifetime, s; rotation never extends it. @default 2592000 (30 days) */
-  sessionTtl?: number
-  /** Grace for a racing reuse of the immediate parent, s; 0 disables. @default 10 */
-  reuseGrace?: number
-  /** Access token signing algorithm for newly generated keys. @default 'ES256' */
-  algorithm?: Algorithm
-  /** Fingerprint binding preset. @default 'default' */
-  binding?: 'default' | 'strict'
-  /** Policy for a changed user agent. @default 'revoke' */
-  bindingUserAgent?: Policy
-  /** Policy for an IP outside the bound /24 (IPv4) or /64 (IPv6). @default 'log' ('reject' when strict) */
-  bindingIp?: Policy
-  /** Policy for a changed or missing device id. @default 'revoke' */
-  bindingDeviceId?: Policy
-  /** Whether cookie requests with `Sec-Fetch-Site: same-site` (sibling subdomains) pass the CSRF check. @default 'refuse' */
-  csrfSameSite?: 'refuse' | 'allow'
-  /** Largest request body accepted on Tokenline's routes, bytes. @default 16384 */
-  bodyLimit?: number
-  /** argon2id parameters for new password hashes. */
-  argon2?: Partial<Argon2Params>
-  /** The clock, in ms since the epoch. Tests inject one; never a setting. @default Date.now */
-  now?: () => number
-  /** Print a structured line per security event. @default true */
-  logEvents?: boolean
-  /** Seconds between janitor passes (expired sessions, old events); 0 disables the janitor. @default 3600 */
-  janitorInterval?: number
-  /** Security events older than this are pruned, s; 0 keeps them forever. @default 7776000 (90 days) */
-  eventRetention?: number
-  /** Bearer token `GET /metrics` requires; empty leaves it open (bind it to a private address). @default '' */
-  metricsToken?: string
-  /** Password grants per client IP (IPv6: per /64) per `throttlePasswordWindow`; 0 disables. @default 20 */
-  throttlePassword?: number
-  /** Window of `throttlePassword`, s. @default 60 */
-  throttlePasswordWindow?: number
-  /** Failed requests (other than password grants) per client IP per `throttleFailuresWindow`; 0 disables. @default 60 */
-  throttleFailures?: number
-  /** Window of `throttleFailures`, s. @default 60 */
-  throttleFailuresWindow?: number
-  /** Consecutive password failures of one account (from one source) before back-off starts; 0 disables. @default 5 */
-  lockoutThreshold?: number
-  /** Longest back-off of one account, s; it doubles from 1 s per further failure up to this. @default 900 */
-  lockoutMax?: number
-  /** argon2 operations running at once; 0 means one per CPU. @default 0 */
-  argon2Concurrency?: number
-  /** Longest a password grant waits for an argon2 slot before a 503, s; 0 never waits. @default 1 */
-  argon2QueueWait?: number
-}
-
-export interface ResolvedOptions {
-  database: string
-  issuer: string
-  audience: string
-  accessTokenTtl: number
-  idleTtl: number
-  sessionTtl: number
-  reuseGrace: number
-  algorithm: Algorithm
-  binding: 'default' | 'strict'
-  bindingUserAgent: Policy
-  bindingIp: Policy
-  bindingDeviceId: Policy
-  csrfSameSite: 'refuse' | 'allow'
-  bodyLimit: number
-  argon2: Argon2Params
-  now: () => number
-  logEvents: boolean
-  janitorInterval: number
-  eventRetention: number
-  metricsToken: string
-  throttlePassword: number
-  throttlePasswordWindow: number
-  throttleFailures: number
-  throttleFailuresWindow: number
-  lockoutThreshold: number
-  lockoutMax: number
-  argon2Concurrency: number
-  argon2QueueWait: number
-}
-
-/** Settings of the standalone server only (not plugin options). */
-export interface ServerSettings {
-  port: number
-  host: string
-  trustProxy: boolean | number | string
-  logLevel: LogLevel
-}
-
-export class ConfigError extends Error {
-  constructor (message: string) {
-    super(message)
-    this.name = 'ConfigError'
-  }
-}
 
 type Kind =
   | { type: 'int', min: number, max: number, unit?: string }
@@ -134,8 +17,161 @@ type Kind =
   | { type: 'enum', values: readonly string[] }
   | { type: 'trustProxy' }
 
+/** One row of TABLE; its key is the plugin option name (the member name, for a grouped option). */
+interface Declaration {
+  env: string
+  /** Where the setting applies: the plugin (and so also the server), or the standalone server only. */
+  scope: 'plugin' | 'server'
+  kind: Kind
+  /** As written in the README and the environment; trustProxy's `off` becomes `false` when read. */
+  default: string | number
+  /** The "meaning" column of the README's options table. */
+  doc: string
+  /** A credential: error messages never echo its value. */
+  secret?: boolean
+  /** Member of a plugin option object (argon2: { memoryCost }) rather than an option of its own. */
+  group?: keyof typeof GROUPS
+}
+
+const POLICIES = ['ignore', 'log', 'reject', 'revoke'] as const
+const DAY = 86400
+
+/** Plugin options that are objects of settings. The doc comment is what an editor shows for the option. */
+const GROUPS = {
+  /** argon2id parameters for new password hashes (RFC 9106 §4). Each member has its own setting. */
+  argon2: true
+} as const
+
+/*
+ * The doc comment of each row is what an editor shows for the plugin option, so it gives the unit and the
+ * default (test/config.test.ts checks that the `@default` there is the row's default).
+ */
+const TABLE = {
+  /** TCP port of the standalone server. @default 3000 */
+  port: { env: 'PORT', scope: 'server', kind: { type: 'int', min: 0, max: 65535 }, default: 3000, doc: 'TCP port of the standalone server' },
+  /** Address the standalone server listens on. @default '127.0.0.1' */
+  host: { env: 'HOST', scope: 'server', kind: { type: 'host' }, default: '127.0.0.1', doc: 'address the standalone server listens on (`0.0.0.0` or `::` for every interface)' },
+  /** SQLite database file, created with its directory on first start. @default './data/tokenline.db' */
+  database: { env: 'TOKENLINE_DB', scope: 'plugin', kind: { type: 'string', maxLength: 4096 }, default: './data/tokenline.db', doc: 'SQLite database file, created with its directory on first start' },
+  /** `iss` of access tokens and the base of the metadata URLs. @default 'http://localhost:3000' */
+  issuer: { env: 'TOKENLINE_ISSUER', scope: 'plugin', kind: { type: 'url' }, default: 'http://localhost:3000', doc: '`iss` of access tokens and base URL of the metadata; set it to the public https URL in production' },
+  /** `aud` of access tokens. @default '' (the issuer) */
+  audience: { env: 'TOKENLINE_AUDIENCE', scope: 'plugin', kind: { type: 'string', maxLength: 2048 }, default: '', doc: '`aud` of access tokens (empty: the issuer)' },
+  /** Access token lifetime, s. @default 900 */
+  accessTokenTtl: { env: 'TOKENLINE_ACCESS_TTL', scope: 'plugin', kind: { type: 'int', min: 1, max: DAY, unit: 's' }, default: 900, doc: 'access token lifetime' },
+  /** Session idle timeout, s. @default 604800 (7 days) */
+  idleTtl: { env: 'TOKENLINE_IDLE_TTL', scope: 'plugin', kind: { type: 'int', min: 1, max: 400 * DAY, unit: 's' }, default: 7 * DAY, doc: 'a session unused this long expires' },
+  /** Session absolute lifetime, s; rotation never extends it. @default 2592000 (30 days) */
+  sessionTtl: { env: 'TOKENLINE_SESSION_TTL', scope: 'plugin', kind: { type: 'int', min: 1, max: 400 * DAY, unit: 's' }, default: 30 * DAY, doc: 'absolute session lifetime; rotation never extends it' },
+  /** Grace for a racing reuse of the immediate parent, s; 0 disables. @default 10 */
+  reuseGrace: { env: 'TOKENLINE_REUSE_GRACE', scope: 'plugin', kind: { type: 'int', min: 0, max: 60, unit: 's' }, default: 10, doc: 'grace for a racing reuse of the immediate parent token (0 disables)' },
+  /** Whose `X-Forwarded-For` the standalone server believes. @default 'off' */
+  trustProxy: { env: 'TOKENLINE_TRUST_PROXY', scope: 'server', kind: { type: 'trustProxy' }, default: 'off', doc: 'whose `X-Forwarded-For` is believed: `off` (nobody: the socket address is the client); `on` (a proxy on this host, same as `loopback`); comma-separated proxy addresses/CIDRs; or a hop count (only if nothing can reach the server except through the proxies)' },
+  /** Log level of the standalone server. @default 'info' */
+  logLevel: { env: 'TOKENLINE_LOG_LEVEL', scope: 'server', kind: { type: 'enum', values: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] }, default: 'info', doc: 'log level of the standalone server' },
+  /** Access token signing algorithm for newly generated keys. @default 'ES256' */
+  algorithm: { env: 'TOKENLINE_ALG', scope: 'plugin', kind: { type: 'enum', values: ['ES256', 'EdDSA', 'RS256'] }, default: 'ES256', doc: 'signing algorithm of newly generated keys' },
+  /** Fingerprint binding preset; `strict` rejects refreshes from outside the bound IP prefix. @default 'default' */
+  binding: { env: 'TOKENLINE_BINDING', scope: 'plugin', kind: { type: 'enum', values: ['default', 'strict'] }, default: 'default', doc: 'fingerprint preset; `strict` also rejects refreshes from outside the bound IP prefix' },
+  /** Policy for a changed user agent. @default 'revoke' */
+  bindingUserAgent: { env: 'TOKENLINE_BINDING_UA', scope: 'plugin', kind: { type: 'enum', values: POLICIES }, default: 'revoke', doc: 'policy when the normalised user agent changes' },
+  /** Policy for an IP outside the bound /24 (IPv4) or /64 (IPv6). @default 'log' ('reject' when strict) */
+  bindingIp: { env: 'TOKENLINE_BINDING_IP', scope: 'plugin', kind: { type: 'enum', values: POLICIES }, default: 'log', doc: 'policy when the IP leaves the bound /24 (IPv4) or /64 (IPv6); `reject` under `strict`' },
+  /** Policy for a changed or missing device id. @default 'revoke' */
+  bindingDeviceId: { env: 'TOKENLINE_BINDING_DEVICE', scope: 'plugin', kind: { type: 'enum', values: POLICIES }, default: 'revoke', doc: 'policy when the device id changes or goes missing' },
+  /** Whether cookie requests with `Sec-Fetch-Site: same-site` (sibling subdomains) pass the CSRF check. @default 'refuse' */
+  csrfSameSite: { env: 'TOKENLINE_CSRF_SAME_SITE', scope: 'plugin', kind: { type: 'enum', values: ['refuse', 'allow'] }, default: 'refuse', doc: 'whether cookie requests from sibling subdomains (`Sec-Fetch-Site: same-site`) pass the CSRF check' },
+  /** Largest request body accepted on Tokenline's routes, bytes. @default 16384 */
+  bodyLimit: { env: 'TOKENLINE_BODY_LIMIT', scope: 'plugin', kind: { type: 'int', min: 1024, max: 1048576, unit: 'bytes' }, default: 16384, doc: 'largest request body on Tokenline routes' },
+  /** Seconds between janitor passes (expired sessions, old events); 0 disables the janitor. @default 3600 */
+  janitorInterval: { env: 'TOKENLINE_JANITOR_INTERVAL', scope: 'plugin', kind: { type: 'int', min: 0, max: 7 * DAY, unit: 's' }, default: 3600, doc: 'seconds between janitor passes that delete sessions past their absolute expiry (with their lineage) and old security events; 0 disables (use `tokenline prune`)' },
+  /** Security events older than this are pruned, s; 0 keeps them forever. @default 7776000 (90 days) */
+  eventRetention: { env: 'TOKENLINE_EVENT_RETENTION', scope: 'plugin', kind: { type: 'int', min: 0, max: 3650 * DAY, unit: 's' }, default: 90 * DAY, doc: 'security events older than this are pruned by the janitor; 0 keeps them forever' },
+  /** Bearer token `GET /metrics` requires; empty leaves it open (bind it to a private address). @default '' */
+  metricsToken: { env: 'TOKENLINE_METRICS_TOKEN', scope: 'plugin', kind: { type: 'string', maxLength: 4096, minLength: 16 }, default: '', secret: true, doc: 'bearer token `GET /metrics` requires (`Authorization: Bearer <token>`); empty: no token' },
+  /** argon2id memory, KiB. @default 19456 (OWASP minimum for argon2id with t=2) */
+  memoryCost: { group: 'argon2', env: 'TOKENLINE_ARGON2_MEMORY', scope: 'plugin', kind: { type: 'int', min: 1024, max: 4194304, unit: 'KiB' }, default: 19456, doc: 'argon2id memory for new hashes' },
+  /** argon2id passes. @default 2 */
+  timeCost: { group: 'argon2', env: 'TOKENLINE_ARGON2_TIME', scope: 'plugin', kind: { type: 'int', min: 1, max: 100 }, default: 2, doc: 'argon2id passes for new hashes' },
+  /** argon2id lanes. @default 1 */
+  parallelism: { group: 'argon2', env: 'TOKENLINE_ARGON2_PARALLELISM', scope: 'plugin', kind: { type: 'int', min: 1, max: 16 }, default: 1, doc: 'argon2id lanes for new hashes' },
+  /** Password grants per client IP (IPv6: per /64) per `throttlePasswordWindow`; 0 disables. @default 20 */
+  throttlePassword: { env: 'TOKENLINE_THROTTLE_PASSWORD', scope: 'plugin', kind: { type: 'int', min: 0, max: 1000000 }, default: 20, doc: 'password grants per client IP (IPv6: per /64) per window, successful or not; beyond it 429 with `Retry-After`; 0 disables' },
+  /** Window of `throttlePassword`, s. @default 60 */
+  throttlePasswordWindow: { env: 'TOKENLINE_THROTTLE_PASSWORD_WINDOW', scope: 'plugin', kind: { type: 'int', min: 1, max: DAY, unit: 's' }, default: 60, doc: 'window of `throttlePassword`' },
+  /** Failed requests (other than password grants) per client IP per `throttleFailuresWindow`; 0 disables. @default 60 */
+  throttleFailures: { env: 'TOKENLINE_THROTTLE_FAILURES', scope: 'plugin', kind: { type: 'int', min: 0, max: 1000000 }, default: 60, doc: 'failed token-endpoint requests (other than password grants) per client IP per window; beyond it every request from that IP gets 429 until the window ends; successes never count; 0 disables' },
+  /** Window of `throttleFailures`, s. @default 60 */
+  throttleFailuresWindow: { env: 'TOKENLINE_THROTTLE_FAILURES_WINDOW', scope: 'plugin', kind: { type: 'int', min: 1, max: DAY, unit: 's' }, default: 60, doc: 'window of `throttleFailures`' },
+  /** Consecutive password failures of one account (from one source) before back-off starts; 0 disables. @default 5 */
+  lockoutThreshold: { env: 'TOKENLINE_LOCKOUT_THRESHOLD', scope: 'plugin', kind: { type: 'int', min: 0, max: 1000 }, default: 5, doc: 'consecutive password failures of one account before back-off (1 s, doubling per further failure); answered exactly like a wrong password; 0 disables' },
+  /** Longest back-off of one account, s; it doubles from 1 s per further failure up to this. @default 900 */
+  lockoutMax: { env: 'TOKENLINE_LOCKOUT_MAX', scope: 'plugin', kind: { type: 'int', min: 1, max: DAY, unit: 's' }, default: 900, doc: 'longest back-off of one account' },
+  /** argon2 operations running at once; 0 means one per CPU. @default 0 */
+  argon2Concurrency: { env: 'TOKENLINE_ARGON2_CONCURRENCY', scope: 'plugin', kind: { type: 'int', min: 0, max: 256 }, default: 0, doc: 'argon2 operations running at once (0: one per CPU); twice as many may queue' },
+  /** Longest a password grant waits for an argon2 slot before a 503, s; 0 never waits. @default 1 */
+  argon2QueueWait: { env: 'TOKENLINE_ARGON2_QUEUE_WAIT', scope: 'plugin', kind: { type: 'int', min: 0, max: 30, unit: 's' }, default: 1, doc: 'longest a password grant waits for an argon2 slot; beyond it, or with the queue full, 503 with `Retry-After`' }
+} as const satisfies Record<string, Declaration>
+
+type Table = typeof TABLE
+
+/** The type a row's value has once read: its kind decides. */
+type ValueOf<D> =
+  D extends { kind: { type: 'int' } } ? number
+    : D extends { kind: { type: 'enum', values: ReadonlyArray<infer V> } } ? V
+      : D extends { kind: { type: 'trustProxy' } } ? boolean | number | string
+        : string
+
+type InGroup<G> = [G] extends [never] ? { group?: never } : { group: G }
+
+/**
+ * The rows of one scope and group (`never`: the ungrouped ones), as optional fields. The `as` clause only
+ * filters keys, so each field keeps its row as its declaration: editors show the row's doc comment.
+ */
+type SettingFields<Scope, G> = {
+  -readonly [K in keyof Table as Table[K] extends { scope: Scope } & InGroup<G> ? K : never]?: ValueOf<Table[K]>
+}
+
+type GroupFields = { -readonly [G in keyof typeof GROUPS]?: SettingFields<'plugin', G> }
+
+export type Algorithm = ValueOf<Table['algorithm']>
+export type Policy = typeof POLICIES[number]
+export type LogLevel = ValueOf<Table['logLevel']>
+
+/**
+ * Options of `app.register(tokenline, options)`: every plugin setting of the table (durations in seconds),
+ * and what only code can pass.
+ */
+export interface TokenlineOptions extends SettingFields<'plugin', never>, GroupFields {
+  /** The clock, in ms since the epoch. Tests inject one; never a setting. @default Date.now */
+  now?: () => number
+  /** Print a structured line per security event. @default true */
+  logEvents?: boolean
+}
+
+/** The options not in the table: code passes them, the environment never does. */
+const CODE_OPTIONS = ['now', 'logEvents'] as const satisfies ReadonlyArray<keyof TokenlineOptions>
+
+/** Options after resolveOptions: every field present, defaults and cross-field rules applied. */
+export type ResolvedOptions =
+  Required<SettingFields<'plugin', never>>
+  & { -readonly [G in keyof typeof GROUPS]-?: Required<SettingFields<'plugin', G>> }
+  & Required<Pick<TokenlineOptions, typeof CODE_OPTIONS[number]>>
+
+export type Argon2Params = ResolvedOptions['argon2']
+
+/** Settings of the standalone server only (not plugin options). */
+export type ServerSettings = Required<SettingFields<'server', never>>
+
+export class ConfigError extends Error {
+  constructor (message: string) {
+    super(message)
+    this.name = 'ConfigError'
+  }
+}
+
 export interface Setting {
-  /** Plugin option / settings key. */
+  /** Plugin option / settings key; `group.member` for a grouped option (argon2.memoryCost). */
   key: string
   env: string
   kind: Kind
@@ -147,43 +183,11 @@ export interface Setting {
   secret?: boolean
 }
 
-const POLICIES = ['ignore', 'log', 'reject', 'revoke'] as const
-const DAY = 86400
-
-export const SETTINGS: readonly Setting[] = [
-  { key: 'port', env: 'PORT', scope: 'server', kind: { type: 'int', min: 0, max: 65535 }, default: 3000, doc: 'TCP port of the standalone server' },
-  { key: 'host', env: 'HOST', scope: 'server', kind: { type: 'host' }, default: '127.0.0.1', doc: 'address the standalone server listens on (`0.0.0.0` or `::` for every interface)' },
-  { key: 'database', env: 'TOKENLINE_DB', scope: 'plugin', kind: { type: 'string', maxLength: 4096 }, default: './data/tokenline.db', doc: 'SQLite database file, created with its directory on first start' },
-  { key: 'issuer', env: 'TOKENLINE_ISSUER', scope: 'plugin', kind: { type: 'url' }, default: 'http://localhost:3000', doc: '`iss` of access tokens and base URL of the metadata; set it to the public https URL in production' },
-  { key: 'audience', env: 'TOKENLINE_AUDIENCE', scope: 'plugin', kind: { type: 'string', maxLength: 2048 }, default: '', doc: '`aud` of access tokens (empty: the issuer)' },
-  { key: 'accessTokenTtl', env: 'TOKENLINE_ACCESS_TTL', scope: 'plugin', kind: { type: 'int', min: 1, max: DAY, unit: 's' }, default: 900, doc: 'access token lifetime' },
-  { key: 'idleTtl', env: 'TOKENLINE_IDLE_TTL', scope: 'plugin', kind: { type: 'int', min: 1, max: 400 * DAY, unit: 's' }, default: 7 * DAY, doc: 'a session unused this long expires' },
-  { key: 'sessionTtl', env: 'TOKENLINE_SESSION_TTL', scope: 'plugin', kind: { type: 'int', min: 1, max: 400 * DAY, unit: 's' }, default: 30 * DAY, doc: 'absolute session lifetime; rotation never extends it' },
-  { key: 'reuseGrace', env: 'TOKENLINE_REUSE_GRACE', scope: 'plugin', kind: { type: 'int', min: 0, max: 60, unit: 's' }, default: 10, doc: 'grace for a racing reuse of the immediate parent token (0 disables)' },
-  { key: 'trustProxy', env: 'TOKENLINE_TRUST_PROXY', scope: 'server', kind: { type: 'trustProxy' }, default: 'off', doc: 'whose `X-Forwarded-For` is believed: `off` (nobody: the socket address is the client); `on` (a proxy on this host, same as `loopback`); comma-separated proxy addresses/CIDRs; or a hop count (only if nothing can reach the server except through the proxies)' },
-  { key: 'logLevel', env: 'TOKENLINE_LOG_LEVEL', scope: 'server', kind: { type: 'enum', values: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] }, default: 'info', doc: 'log level of the standalone server' },
-  { key: 'algorithm', env: 'TOKENLINE_ALG', scope: 'plugin', kind: { type: 'enum', values: ['ES256', 'EdDSA', 'RS256'] }, default: 'ES256', doc: 'signing algorithm of newly generated keys' },
-  { key: 'binding', env: 'TOKENLINE_BINDING', scope: 'plugin', kind: { type: 'enum', values: ['default', 'strict'] }, default: 'default', doc: 'fingerprint preset; `strict` also rejects refreshes from outside the bound IP prefix' },
-  { key: 'bindingUserAgent', env: 'TOKENLINE_BINDING_UA', scope: 'plugin', kind: { type: 'enum', values: POLICIES }, default: 'revoke', doc: 'policy when the normalised user agent changes' },
-  { key: 'bindingIp', env: 'TOKENLINE_BINDING_IP', scope: 'plugin', kind: { type: 'enum', values: POLICIES }, default: 'log', doc: 'policy when the IP leaves the bound /24 (IPv4) or /64 (IPv6); `reject` under `strict`' },
-  { key: 'bindingDeviceId', env: 'TOKENLINE_BINDING_DEVICE', scope: 'plugin', kind: { type: 'enum', values: POLICIES }, default: 'revoke', doc: 'policy when the device id changes or goes missing' },
-  { key: 'csrfSameSite', env: 'TOKENLINE_CSRF_SAME_SITE', scope: 'plugin', kind: { type: 'enum', values: ['refuse', 'allow'] }, default: 'refuse', doc: 'whether cookie requests from sibling subdomains (`Sec-Fetch-Site: same-site`) pass the CSRF check' },
-  { key: 'bodyLimit', env: 'TOKENLINE_BODY_LIMIT', scope: 'plugin', kind: { type: 'int', min: 1024, max: 1048576, unit: 'bytes' }, default: 16384, doc: 'largest request body on Tokenline routes' },
-  { key: 'janitorInterval', env: 'TOKENLINE_JANITOR_INTERVAL', scope: 'plugin', kind: { type: 'int', min: 0, max: 7 * DAY, unit: 's' }, default: 3600, doc: 'seconds between janitor passes that delete sessions past their absolute expiry (with their lineage) and old security events; 0 disables (use `tokenline prune`)' },
-  { key: 'eventRetention', env: 'TOKENLINE_EVENT_RETENTION', scope: 'plugin', kind: { type: 'int', min: 0, max: 3650 * DAY, unit: 's' }, default: 90 * DAY, doc: 'security events older than this are pruned by the janitor; 0 keeps them forever' },
-  { key: 'metricsToken', env: 'TOKENLINE_METRICS_TOKEN', scope: 'plugin', kind: { type: 'string', maxLength: 4096, minLength: 16 }, default: '', secret: true, doc: 'bearer token `GET /metrics` requires (`Authorization: Bearer <token>`); empty: no token' },
-  { key: 'argon2.memoryCost', env: 'TOKENLINE_ARGON2_MEMORY', scope: 'plugin', kind: { type: 'int', min: 1024, max: 4194304, unit: 'KiB' }, default: 19456, doc: 'argon2id memory for new hashes' },
-  { key: 'argon2.timeCost', env: 'TOKENLINE_ARGON2_TIME', scope: 'plugin', kind: { type: 'int', min: 1, max: 100 }, default: 2, doc: 'argon2id passes for new hashes' },
-  { key: 'argon2.parallelism', env: 'TOKENLINE_ARGON2_PARALLELISM', scope: 'plugin', kind: { type: 'int', min: 1, max: 16 }, default: 1, doc: 'argon2id lanes for new hashes' },
-  { key: 'throttlePassword', env: 'TOKENLINE_THROTTLE_PASSWORD', scope: 'plugin', kind: { type: 'int', min: 0, max: 1000000 }, default: 20, doc: 'password grants per client IP (IPv6: per /64) per window, successful or not; beyond it 429 with `Retry-After`; 0 disables' },
-  { key: 'throttlePasswordWindow', env: 'TOKENLINE_THROTTLE_PASSWORD_WINDOW', scope: 'plugin', kind: { type: 'int', min: 1, max: DAY, unit: 's' }, default: 60, doc: 'window of `throttlePassword`' },
-  { key: 'throttleFailures', env: 'TOKENLINE_THROTTLE_FAILURES', scope: 'plugin', kind: { type: 'int', min: 0, max: 1000000 }, default: 60, doc: 'failed token-endpoint requests (other than password grants) per client IP per window; beyond it every request from that IP gets 429 until the window ends; successes never count; 0 disables' },
-  { key: 'throttleFailuresWindow', env: 'TOKENLINE_THROTTLE_FAILURES_WINDOW', scope: 'plugin', kind: { type: 'int', min: 1, max: DAY, unit: 's' }, default: 60, doc: 'window of `throttleFailures`' },
-  { key: 'lockoutThreshold', env: 'TOKENLINE_LOCKOUT_THRESHOLD', scope: 'plugin', kind: { type: 'int', min: 0, max: 1000 }, default: 5, doc: 'consecutive password failures of one account before back-off (1 s, doubling per further failure); answered exactly like a wrong password; 0 disables' },
-  { key: 'lockoutMax', env: 'TOKENLINE_LOCKOUT_MAX', scope: 'plugin', kind: { type: 'int', min: 1, max: DAY, unit: 's' }, default: 900, doc: 'longest back-off of one account' },
-  { key: 'argon2Concurrency', env: 'TOKENLINE_ARGON2_CONCURRENCY', scope: 'plugin', kind: { type: 'int', min: 0, max: 256 }, default: 0, doc: 'argon2 operations running at once (0: one per CPU); twice as many may queue' },
-  { key: 'argon2QueueWait', env: 'TOKENLINE_ARGON2_QUEUE_WAIT', scope: 'plugin', kind: { type: 'int', min: 0, max: 30, unit: 's' }, default: 1, doc: 'longest a password grant waits for an argon2 slot; beyond it, or with the queue full, 503 with `Retry-After`' }
-]
+/** The table as a list, in its order (the README's order). */
+export const SETTINGS: readonly Setting[] = Object.entries(TABLE).map(([name, row]: [string, Declaration]): Setting => {
+  const { group, ...rest } = row
+  return { key: group === undefined ? name : `${group}.${name}`, ...rest }
+})
 
 /** What a setting accepts, in words: used in error messages and in the README's options table. */
 export function describe (s: Setting): string {
@@ -276,15 +280,22 @@ function setting (key: string): Setting {
 const get = (obj: Record<string, unknown>, path: string): unknown =>
   path.split('.').reduce<unknown>((o, p) => (o !== null && typeof o === 'object' ? (o as Record<string, unknown>)[p] : undefined), obj)
 
+/** Sets `value` at a setting's key in `into`: a grouped key (argon2.memoryCost) fills its group's object. */
+function put (into: Record<string, unknown>, key: string, value: unknown): void {
+  const [head, tail] = key.split('.') as [string, string | undefined]
+  if (tail === undefined) into[head] = value
+  else into[head] = { ...(into[head] as object | undefined), [tail]: value }
+}
+
 /** Validates plugin options and fills in defaults. Throws a ConfigError that names the option. */
 export function resolveOptions (raw: TokenlineOptions = {}): ResolvedOptions {
   if (raw === null || typeof raw !== 'object') throw new ConfigError('tokenline options must be an object')
-  const known = new Set([...SETTINGS.filter((s) => s.scope === 'plugin').map((s) => s.key.split('.')[0]), 'now', 'logEvents'])
+  const known = new Set([...SETTINGS.filter((s) => s.scope === 'plugin').map((s) => s.key.split('.')[0]), ...CODE_OPTIONS])
   for (const k of Object.keys(raw)) {
     if (!known.has(k)) throw new ConfigError(`unknown tokenline option ${JSON.stringify(k)}`)
   }
   // Grouped options (argon2.*): the group is an object, and each member is a known setting.
-  for (const group of new Set(SETTINGS.filter((s) => s.key.includes('.')).map((s) => s.key.split('.')[0] as string))) {
+  for (const group of Object.keys(GROUPS)) {
     const value = (raw as Record<string, unknown>)[group]
     if (value === undefined) continue
     const members = SETTINGS.filter((s) => s.key.startsWith(`${group}.`)).map((s) => s.key.slice(group.length + 1))
@@ -297,14 +308,12 @@ export function resolveOptions (raw: TokenlineOptions = {}): ResolvedOptions {
   for (const s of SETTINGS) {
     if (s.scope !== 'plugin') continue
     const given = get(raw as Record<string, unknown>, s.key)
-    const value = given === undefined ? s.default : coerce(s, given, 'option')
-    const [head, tail] = s.key.split('.') as [string, string | undefined]
-    if (tail === undefined) out[head] = value
-    else out[head] = { ...(out[head] as object | undefined), [tail]: value }
+    put(out, s.key, given === undefined ? s.default : coerce(s, given, 'option'))
   }
   if (raw.now !== undefined && typeof raw.now !== 'function') throw new ConfigError('option now must be a function returning ms since the epoch')
   if (raw.logEvents !== undefined && typeof raw.logEvents !== 'boolean') throw new ConfigError('option logEvents must be a boolean')
-  const o = out as unknown as ResolvedOptions
+  // The loop gave every plugin row its checked value; the type of each is its row's (test/config.test.ts).
+  const o = out as ResolvedOptions
   if (o.audience === '') o.audience = o.issuer
   if (o.idleTtl > o.sessionTtl) o.idleTtl = o.sessionTtl
   // The strict preset rejects refreshes from outside the bound IP prefix unless bindingIp is given.
@@ -323,17 +332,57 @@ export function fromEnv (env: NodeJS.ProcessEnv = process.env): { options: Token
   const server: Record<string, unknown> = {}
   for (const s of SETTINGS) {
     const rawValue = env[s.env]
-    const value = rawValue === undefined ? (s.kind.type === 'trustProxy' ? false : s.default) : coerce(s, rawValue, 'env')
-    if (s.scope === 'server') { server[s.key] = value; continue }
-    if (rawValue === undefined) continue
-    const [head, tail] = s.key.split('.') as [string, string | undefined]
-    if (tail === undefined) options[head] = value
-    else options[head] = { ...(options[head] as object | undefined), [tail]: value }
+    if (s.scope === 'server') {
+      // A default is written as a user writes the variable (trustProxy's `off`): it is read the same way.
+      server[s.key] = coerce(s, rawValue ?? s.default, rawValue === undefined ? 'option' : 'env')
+      continue
+    }
+    if (rawValue !== undefined) put(options, s.key, coerce(s, rawValue, 'env'))
   }
-  return { options: options as TokenlineOptions, server: server as unknown as ServerSettings }
+  return { options: options as TokenlineOptions, server: server as ServerSettings }
 }
 
 export { setting as settingByKey }
+
+/**
+ * TOKENLINE_ variables that are not settings and that the start-up warning leaves alone: switches of the
+ * test harness, read only by test processes (test/fixtures/server-process.mjs).
+ */
+const NOT_SETTINGS: readonly string[] = ['TOKENLINE_TEST_DEFERRED']
+
+/**
+ * One line per TOKENLINE_ variable in `env` that is no setting, naming the closest setting. A misspelt
+ * variable is otherwise ignored without a word, and its setting silently keeps the default.
+ */
+export function unknownSettings (env: NodeJS.ProcessEnv): string[] {
+  const names = SETTINGS.map((s) => s.env).filter((n) => n.startsWith('TOKENLINE_'))
+  return Object.keys(env)
+    .filter((n) => n.startsWith('TOKENLINE_') && env[n] !== undefined && !names.includes(n) && !NOT_SETTINGS.includes(n))
+    .sort()
+    .map((n) => {
+      let closest = ''
+      let best = Infinity
+      for (const candidate of names) {
+        const d = editDistance(n, candidate)
+        if (d < best) { best = d; closest = candidate }
+      }
+      return `unknown setting ${n} (did you mean ${closest}?)`
+    })
+}
+
+/** Levenshtein distance: the fewest single-character insertions, deletions and substitutions from a to b. */
+function editDistance (a: string, b: string): number {
+  let previous = Array.from({ length: b.length + 1 }, (_, j) => j)
+  for (let i = 1; i <= a.length; i++) {
+    const current = [i]
+    for (let j = 1; j <= b.length; j++) {
+      const substitution = (previous[j - 1] ?? 0) + (a[i - 1] === b[j - 1] ? 0 : 1)
+      current.push(Math.min((previous[j] ?? 0) + 1, (current[j - 1] ?? 0) + 1, substitution))
+    }
+    previous = current
+  }
+  return previous[b.length] ?? 0
+}
 
 /**
  * The README's options table, generated from SETTINGS (scripts/options-table.js writes it between the

@@ -124,6 +124,8 @@ const tokenline: FastifyPluginAsync<TokenlinePluginOptions> = async (fastify, ra
       tokenScope.route({
         method: ['GET', 'PUT', 'DELETE', 'PATCH'],
         url: '/token',
+        // Not an operation of the API: POST /token is the endpoint, these only refuse.
+        schema: { hide: true },
         // In onRequest, before any body is parsed: the method is wrong whatever the body is.
         onRequest: async (_request, reply) => {
           reply.header('allow', 'POST')

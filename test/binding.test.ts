@@ -6,6 +6,7 @@ import { fromEnv, resolveOptions, type Policy } from '../server/options.js'
 import { createPasswords } from '../server/security/passwords.js'
 import tokenline from '../server/plugin.js'
 import { trustProxyFor } from '../server/standalone/proxy.js'
+import { ipPrefix, normaliseIp, sameNetwork } from '../server/security/fingerprint.js'
 import { CHEAP_ARGON2, build, form, PASSWORD, TestClock } from './helpers.js'
 
 /*
@@ -170,6 +171,79 @@ t.test('IP matching', async (t) => {
   }
   const { sid } = await login(h.app, { ...HOME, ip: '::ffff:203.0.113.7' })
   t.equal((await h.app.tokenline.store.findSession(sid))?.ip, '203.0.113.7', 'stored as plain IPv4')
+})
+
+t.test('the address text stored with sessions and events, and the prefixes compared, keep their format', async (t) => {
+  // Existing databases hold these strings (sessions.ip, events.ip) and digests of the prefixes (lockout
+  // keys), so every spelling must still come out exactly as written here.
+  const cases: Array<[string, string, string]> = [
+    ['203.0.113.7', '203.0.113.7', '203.0.113.0/24'],
+    ['::ffff:203.0.113.7', '203.0.113.7', '203.0.113.0/24'],
+    ['::FFFF:203.0.113.7', '203.0.113.7', '203.0.113.0/24'],
+    ['::ffff:cb00:7107', '203.0.113.7', '203.0.113.0/24'],
+    ['0:0:0:0:0:ffff:203.0.113.7', '203.0.113.7', '203.0.113.0/24'],
+    ['::ffff:203.0.113.7%eth0', '203.0.113.7', '203.0.113.0/24'],
+    ['2001:db8:1:2::1', '2001:0db8:0001:0002:0000:0000:0000:0001', '2001:0db8:0001:0002::/64'],
+    ['2001:DB8:1:2::AbCd', '2001:0db8:0001:0002:0000:0000:0000:abcd', '2001:0db8:0001:0002::/64'],
+    ['2001:0db8:0001:0002:0000:0000:0000:0001', '2001:0db8:0001:0002:0000:0000:0000:0001', '2001:0db8:0001:0002::/64'],
+    ['fe80::1%eth0', 'fe80:0000:0000:0000:0000:0000:0000:0001', 'fe80:0000:0000:0000::/64'],
+    ['FE80::1%en-0.1', 'fe80:0000:0000:0000:0000:0000:0000:0001', 'fe80:0000:0000:0000::/64'],
+    ['::1', '0000:0000:0000:0000:0000:0000:0000:0001', '0000:0000:0000:0000::/64'],
+    ['::', '0000:0000:0000:0000:0000:0000:0000:0000', '0000:0000:0000:0000::/64'],
+    ['1:2:3:4:5:6:7::', '0001:0002:0003:0004:0005:0006:0007:0000', '0001:0002:0003:0004::/64'],
+    ['1:2:3:4:5:6:1.2.3.4', '0001:0002:0003:0004:0005:0006:0102:0304', '0001:0002:0003:0004::/64'],
+    // IPv4-compatible (RFC 4291 §2.5.5.1), not IPv4-mapped: an IPv6 address of its own.
+    ['::1.2.3.4', '0000:0000:0000:0000:0000:0000:0102:0304', '0000:0000:0000:0000::/64'],
+    ['64:ff9b::203.0.113.7', '0064:ff9b:0000:0000:0000:0000:cb00:7107', '0064:ff9b:0000:0000::/64'],
+    // Not addresses (a trusted proxy may forward anything): kept as text, never read leniently.
+    ['junk', 'junk', 'junk'],
+    ['', '', ''],
+    ['127.1', '127.1', '127.1'],
+    ['0x7f.0.0.1', '0x7f.0.0.1', '0x7f.0.0.1'],
+    ['01.2.3.4', '01.2.3.4', '01.2.3.4'],
+    ['256.1.1.1', '256.1.1.1', '256.1.1.1'],
+    [' 203.0.113.7', ' 203.0.113.7', ' 203.0.113.7'],
+    ['::ffff:999.1.1.1', '999.1.1.1', '999.1.1.1'],
+    ['1::2::3', '1::2::3', '1::2:::/64'],
+    ['a:b:c:d:e', 'a:b:c:d:e', 'a:b:c:d::/64']
+  ]
+  for (const [ip, stored, prefix] of cases) {
+    t.equal(normaliseIp(ip), stored, `${JSON.stringify(ip)} is stored as ${JSON.stringify(stored)}`)
+    t.equal(ipPrefix(ip), prefix, `${JSON.stringify(ip)} is in ${JSON.stringify(prefix)}`)
+  }
+
+  // Every spelling of random addresses, against the expected text built from the groups alone.
+  let seed = 1
+  const rand = (n: number): number => { seed = (seed * 48271) % 2147483647; return seed % n }
+  let wrong = 0
+  for (let i = 0; i < 2000; i++) {
+    const groups = Array.from({ length: 8 }, () => (rand(3) === 0 ? 0 : rand(0x10000)))
+    const full = groups.map((g) => g.toString(16).padStart(4, '0')).join(':')
+    const [g6, g7] = groups.slice(6) as [number, number]
+    const quad = [g6 >> 8, g6 & 255, g7 >> 8, g7 & 255].join('.')
+    const short = groups.map((g) => g.toString(16)).join(':')
+    // The first run of zero groups, if any, compressed to `::`.
+    const compressed = short.replace(/(^|:)0(:0)*(:|$)/, '::')
+    const spellings = [full, short, compressed, full.toUpperCase(), `${compressed}%eth${rand(3)}`, `${short.split(':').slice(0, 6).join(':')}:${quad}`]
+    const expected = full.startsWith('0000:0000:0000:0000:0000:ffff:') ? quad : full
+    const expectedPrefix = expected === quad ? `${quad.split('.').slice(0, 3).join('.')}.0/24` : `${full.split(':').slice(0, 4).join(':')}::/64`
+    for (const s of spellings) {
+      if (normaliseIp(s) !== expected || ipPrefix(s) !== expectedPrefix) {
+        if (wrong++ < 5) t.fail(`${s}: ${normaliseIp(s)} ${ipPrefix(s)}, expected ${expected} ${expectedPrefix}`)
+      }
+    }
+    const v4 = [rand(256), rand(256), rand(256), rand(256)].join('.')
+    if (normaliseIp(`::ffff:${v4}`) !== v4 || ipPrefix(`::ffff:${v4}`) !== ipPrefix(v4)) t.fail(`::ffff:${v4}`)
+    const [a, b, c, d] = v4.split('.').map(Number) as [number, number, number, number]
+    const compatible = `0000:0000:0000:0000:0000:0000:${((a << 8) | b).toString(16).padStart(4, '0')}:${((c << 8) | d).toString(16).padStart(4, '0')}`
+    if (normaliseIp(`::${v4}`) !== compatible) t.fail(`::${v4}: ${normaliseIp(`::${v4}`)}`)
+  }
+  t.equal(wrong, 0, '2000 random addresses, six spellings each, with IPv4-mapped and IPv4-compatible ones: stored and prefixed as expected')
+
+  t.ok(sameNetwork('2001:db8:1:2::1', '2001:0DB8:1:2:ffff::%eth1'), 'one /64, however spelled')
+  t.notOk(sameNetwork('::1.2.3.4', '1.2.3.4'), 'IPv4-compatible is not IPv4')
+  t.ok(sameNetwork('::ffff:1.2.3.4', '1.2.3.99'), 'IPv4-mapped is IPv4')
+  t.notOk(sameNetwork(null, '1.2.3.4'), 'nothing bound')
 })
 
 t.test('the strict preset rejects a refresh from outside the bound prefix', async (t) => {

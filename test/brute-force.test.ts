@@ -300,6 +300,21 @@ t.test('a host\'s own @fastify/rate-limit does not change Tokenline\'s budgets',
   t.equal(over.statusCode, 429, 'the 21st from the first address is, keyed by address, not by the host\'s key')
 })
 
+t.test('a host\'s own @fastify/rate-limit counts the failures budget as Tokenline\'s own would', async (t) => {
+  const app = Fastify()
+  await app.register(rateLimit, { max: 1000, timeWindow: 60_000, keyGenerator: () => 'everyone' })
+  await app.register(tokenline, { database: `${t.testdir({})}/tokenline.db`, argon2: CHEAP_ARGON2, logEvents: false })
+  t.teardown(() => app.close())
+  const bad = async (ip: string): Promise<number> => (await app.inject({
+    method: 'POST', url: '/token', remoteAddress: ip, payload: { grant_type: 'refresh_token', client_id: 'cli', refresh_token: 'tlrt_guess' }
+  })).statusCode
+  const codes: number[] = []
+  for (let i = 0; i < 61; i++) codes.push(await bad('192.0.2.1'))
+  // Were the check before each request counted too, the budget would be spent after 30 failures.
+  t.same(codes, [...Array(60).fill(400), 429], 'the check before a request spends nothing: the 61st failure is the first refused')
+  t.equal(await bad('192.0.2.2'), 400, 'another address has a budget of its own, keyed by address, not by the host\'s key')
+})
+
 t.test('IPv6 addresses share a budget per /64', async (t) => {
   const h = await build(t, PROD_THROTTLES)
   const codes: number[] = []

@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import t from 'tap'
 import tokenline from '../server/plugin.js'
-import { ConfigError, SETTINGS, fromEnv, optionsTable, resolveOptions, type Setting } from '../server/options.js'
+import { ConfigError, SETTINGS, coerce, fromEnv, optionsTable, resolveOptions, unknownSettings, type Setting } from '../server/options.js'
 import { MAIN, ROOT, cleanEnv, runCli } from './processes.js'
 import { spawn } from 'node:child_process'
 
@@ -185,4 +185,79 @@ t.test('the README options table is generated from SETTINGS and up to date', asy
   t.ok(m, 'README has the options block')
   t.equal(m?.[1], optionsTable(), 'README table matches SETTINGS: run `npm run build && node scripts/options-table.js`')
   for (const s of SETTINGS) t.match(m?.[1] ?? '', `\`${s.env}\``, `${s.env} is in the README`)
+})
+
+/** The README's generated options block, between its markers. */
+function readmeTable (): string {
+  const m = /<!-- options:start -->\n([\s\S]*?)<!-- options:end -->/.exec(readFileSync(join(ROOT, 'README.md'), 'utf8'))
+  return m?.[1] ?? ''
+}
+
+t.test('adding a setting is one edit: each row reaches the resolved options, the environment and the README', async (t) => {
+  const resolved = resolveOptions({}) as unknown as Record<string, unknown>
+  const server = fromEnv({}).server as unknown as Record<string, unknown>
+  const readme = readmeTable()
+  for (const s of SETTINGS) {
+    if (s.scope === 'plugin') t.not(readBack(resolved, s.key), undefined, `${s.key} is a resolved option`)
+    else t.not(server[s.key], undefined, `${s.key} is a server setting`)
+    // The default, written as a user would write the variable, is read back into the same place.
+    const fromVariable = fromEnv({ [s.env]: String(s.default) })
+    const read = s.scope === 'plugin' ? readBack(fromVariable.options as Record<string, unknown>, s.key) : (fromVariable.server as unknown as Record<string, unknown>)[s.key]
+    t.same(read, coerce(s, s.default, 'option'), `${s.env}=${String(s.default)} is read as its default`)
+    const option = s.scope === 'plugin' ? `\`${s.key}\`` : '(server only)'
+    t.ok(readme.split('\n').some((row) => row.startsWith(`| \`${s.env}\` | ${option} | `)), `${s.env} has its README row`)
+  }
+  // Nothing is resolved that the table does not declare, except what only code passes.
+  const declared = new Set([...SETTINGS.filter((s) => s.scope === 'plugin').map((s) => s.key.split('.')[0]), 'now', 'logEvents'])
+  t.same(Object.keys(resolved).sort(), [...declared].sort(), 'the resolved options are the plugin rows (argon2 as one object), now and logEvents')
+  t.same(Object.keys(server).sort(), SETTINGS.filter((s) => s.scope === 'server').map((s) => s.key).sort(), 'the server settings are the server rows')
+  t.equal(new Set(SETTINGS.map((s) => s.env)).size, SETTINGS.length, 'no two rows share a variable')
+  t.equal(new Set(SETTINGS.map((s) => s.key)).size, SETTINGS.length, 'no two rows share a key')
+})
+
+t.test('the doc comment an editor shows for each option gives its default', async (t) => {
+  // TokenlineOptions takes each field's doc comment from its row of the table in server/options.ts.
+  const source = readFileSync(join(ROOT, 'server', 'options.ts'), 'utf8')
+  for (const s of SETTINGS) {
+    const name = s.key.split('.').at(-1) ?? s.key
+    const comment = new RegExp(`/\\*\\* ([^\\n]*) \\*/\\n {2}${name}: \\{`).exec(source)?.[1]
+    const shown = typeof s.default === 'number' ? String(s.default) : `'${s.default}'`
+    t.match(comment ?? '', new RegExp(`@default ${shown.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}(?: |$)`), `${s.key}: @default ${shown}`)
+  }
+})
+
+t.test('an unknown TOKENLINE_ variable is named with the closest setting', async (t) => {
+  t.same(unknownSettings({
+    TOKENLINE_ACCES_TTL: '60',
+    TOKENLINE_ISSUR: 'https://auth.example.com',
+    TOKENLINE_LOGLEVEL: 'warn',
+    TOKENLINE_DB: 'x.db',
+    TOKENLINE_TEST_DEFERRED: '1',
+    PORT: '3000',
+    TOKENLINEX: '1',
+    HOME: '/root'
+  }), [
+    'unknown setting TOKENLINE_ACCES_TTL (did you mean TOKENLINE_ACCESS_TTL?)',
+    'unknown setting TOKENLINE_ISSUR (did you mean TOKENLINE_ISSUER?)',
+    'unknown setting TOKENLINE_LOGLEVEL (did you mean TOKENLINE_LOG_LEVEL?)'
+  ], 'settings, the test harness switch and other variables pass without a word')
+  t.same(unknownSettings({}), [], 'nothing to say about an empty environment')
+  for (const s of SETTINGS) t.same(unknownSettings({ [s.env]: String(s.default) }), [], `${s.env} is known`)
+})
+
+t.test('npm start warns about an unknown TOKENLINE_ variable in its log, and starts', async (t) => {
+  const r = await startMain({ TOKENLINE_DB: join(t.testdir({}), 'db.sqlite'), TOKENLINE_ACCES_TTL: '60', TOKENLINE_TEST_DEFERRED: '1' })
+  const log = r.stdout.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as { level: number, msg: string })
+  t.same(log.filter((l) => l.level >= 40).map((l) => [l.level, l.msg]), [[40, 'unknown setting TOKENLINE_ACCES_TTL (did you mean TOKENLINE_ACCESS_TTL?)']], 'one warning, at warn level')
+  t.ok(log.some((l) => l.msg.includes('Server listening')), 'it still listened')
+  t.equal(r.stderr, '', 'nothing on stderr')
+})
+
+t.test('the CLI warns about an unknown TOKENLINE_ variable on stderr, and runs', async (t) => {
+  const db = join(t.testdir({}), 'db.sqlite')
+  const r = await runCli(['keys', 'list'], { env: { TOKENLINE_DB: db, TOKENLINE_BINDNG: 'strict' } })
+  t.equal(r.code, 0, 'the command still ran')
+  t.equal(r.stderr, 'tokenline: warning: unknown setting TOKENLINE_BINDNG (did you mean TOKENLINE_BINDING?)\n', 'one line naming the closest setting')
+  const quiet = await runCli(['keys', 'list'], { env: { TOKENLINE_DB: db } })
+  t.equal(quiet.stderr, '', 'no warning without one')
 })

@@ -1,4 +1,4 @@
-import { ConfigError } from '../options.js'
+import { ConfigError, unknownSettings } from '../options.js'
 import { backupCommand } from './backup.js'
 import { clientCommand } from './clients.js'
 import { CliError, defaultIo, type Io } from './io.js'
@@ -69,6 +69,8 @@ export async function main (argv: string[], io: Io = defaultIo()): Promise<numbe
     io.stderr.write(`tokenline: unknown command ${JSON.stringify(name)} (tokenline help lists them)\n`)
     return 2
   }
+  // `serve` says the same in its log.
+  for (const warning of unknownSettings(io.env)) io.stderr.write(`tokenline: warning: ${warning}\n`)
   try {
     await command(args, io)
     return 0

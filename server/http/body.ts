@@ -1,3 +1,4 @@
+// Hand-written because the ready-made parsers (@fastify/formbody, qs, JSON.parse) turn a repeated parameter or `a[b]` into an array, an object or the last value, where RFC 6749 §3.2 needs a refusal.
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import { invalidRequest } from '../errors.js'
 import type { Params } from './client-auth.js'

@@ -1,3 +1,4 @@
+// Hand-written because @fastify/csrf-protection needs every client to fetch a token and send it back, a change to the token request (RFC 6749 §4.3.2, §6) that curl and existing SPAs do not make; this checks provenance headers against each client's own origins, from the database.
 import type { FastifyRequest } from 'fastify'
 import type { ClientRow } from '../../db/sqlite/store.js'
 import type { Tokenline } from '../context.js'

@@ -9,18 +9,20 @@ import { ipPrefix, normaliseIp } from '../security/fingerprint.js'
 /*
  * Per-IP throttling of the token endpoint (RFC 6749 §4.3.2 MUST, RFC 6819 §4.4.3.6, RFC 6585 §4 for 429).
  * Two budgets, both keyed on the client address (`request.ip`: the socket, unless the host configured
- * a trusted proxy, so a made-up X-Forwarded-For changes nothing):
+ * a trusted proxy, so a made-up X-Forwarded-For changes nothing), both counted by @fastify/rate-limit's
+ * `createRateLimit`:
  *
- * - password grants, every attempt counted (a guess that happens to be right costs the same), through
- *   @fastify/rate-limit's `createRateLimit`;
+ * - password grants, every attempt counted (a guess that happens to be right costs the same);
  * - failed requests of every other kind. Only failures are counted, once the outcome is known, so a
- *   busy SPA or a benchmark refreshing thousands of times a minute never spends it. The count must be
- *   read before the request (to refuse it) and written after (once it failed), and the plugin's
- *   limiter always counts when asked, so this budget uses the same counter directly.
+ *   busy SPA or a benchmark refreshing thousands of times a minute never spends it: the budget is read
+ *   without counting (`increment: false`) before the request, and counted after it, once it failed.
  *
- * Both run on Tokenline's clock, so tests move time instead of sleeping. Counters live in memory: a
- * restart forgets them, which is fine for a one-minute window. The per-account counter, which must
- * survive restarts, is in SQLite (server/security/lockout.ts).
+ * If the host registered @fastify/rate-limit first, `createRateLimit` is the host's, with the host's
+ * store and defaults (the store must read without counting, as 11.x's built-in ones do); the key,
+ * limits and windows are always given here, so they stay Tokenline's.
+ *
+ * Counters live in memory: a restart forgets them, which is fine for a one-minute window. The
+ * per-account counter, which must survive restarts, is in SQLite (server/security/lockout.ts).
  */
 
 /** Addresses remembered per budget; the least recently seen are forgotten first. ~100 bytes each. */
@@ -28,11 +30,14 @@ const CAPACITY = 50_000
 
 interface Entry { count: number, start: number, window: number }
 
+type Result = (err: Error | null, result?: { current: number, ttl: number }) => void
+
 /**
- * A fixed-window counter per key on an injected clock, bounded in size. It is also a store for
- * @fastify/rate-limit (`incr`, `child`), whose own store reads `Date.now()`.
+ * Hand-written because @fastify/rate-limit's own store reads `Date.now()`, not Tokenline's clock.
+ * A fixed-window counter per key, bounded in size; `incr`, `read` and `child` make it a store for the
+ * plugin, and tests move its clock instead of sleeping.
  */
-export class WindowCounter {
+export class ClockStore {
   readonly #now: () => number
   readonly #entries = new Map<string, Entry>()
 
@@ -53,21 +58,22 @@ export class WindowCounter {
     return { count: e.count, resetAt: e.start + e.window }
   }
 
-  /** The current window's count, without counting. */
-  peek (key: string): { count: number, resetAt: number } | undefined {
-    const e = this.#entries.get(key)
-    if (e === undefined || this.#now() >= e.start + e.window) return undefined
-    return { count: e.count, resetAt: e.start + e.window }
-  }
-
-  /** @fastify/rate-limit store interface. */
-  incr (key: string, cb: (err: Error | null, result?: { current: number, ttl: number }) => void, timeWindow = 60_000): void {
+  /** @fastify/rate-limit store interface: count one request. */
+  incr (key: string, cb: Result, timeWindow = 60_000): void {
     const { count, resetAt } = this.hit(key, timeWindow)
     cb(null, { current: count, ttl: resetAt - this.#now() })
   }
 
-  child (): WindowCounter {
-    return new WindowCounter(this.#now)
+  /** @fastify/rate-limit store interface: the current window's count, without counting (`increment: false`). */
+  read (key: string, cb: Result): void {
+    const e = this.#entries.get(key)
+    const now = this.#now()
+    if (e === undefined || now >= e.start + e.window) cb(null, { current: 0, ttl: 0 })
+    else cb(null, { current: e.count, ttl: e.start + e.window - now })
+  }
+
+  child (): ClockStore {
+    return new ClockStore(this.#now)
   }
 }
 
@@ -93,6 +99,7 @@ const isPasswordGrant = (request: FastifyRequest): boolean =>
  */
 export async function registerThrottles (scope: FastifyInstance, tl: Tokenline): Promise<void> {
   const { throttlePassword, throttlePasswordWindow, throttleFailures, throttleFailuresWindow, now } = tl.opts
+  if (throttlePassword === 0 && throttleFailures === 0) return
 
   const report = async (request: FastifyRequest, budget: 'password' | 'failures', limit: number, window: number): Promise<void> => {
     const events: EventInput[] = [{ type: 'throttled', ip: normaliseIp(request.ip), reason: budget, detail: { limit, window } }]
@@ -100,30 +107,34 @@ export async function registerThrottles (scope: FastifyInstance, tl: Tokenline):
     logEvents(tl, request.log, events)
   }
 
+  const Store = class extends ClockStore { constructor () { super(now) } }
+  await scope.register(rateLimit, { global: false, store: Store, keyGenerator: addressKey })
+  // The key is given here too: if the host registered @fastify/rate-limit first, `createRateLimit`
+  // is the host's, with the host's defaults. Each limiter gets a store of its own (`child`).
+  const limiter = (max: number, windowS: number): ReturnType<FastifyInstance['createRateLimit']> =>
+    scope.createRateLimit({ max, timeWindow: windowS * 1000, keyGenerator: addressKey })
+
   if (throttleFailures > 0) {
-    const failures = new WindowCounter(now)
+    const failures = limiter(throttleFailures, throttleFailuresWindow)
     scope.addHook('onRequest', async (request: FastifyRequest) => {
-      const seen = failures.peek(addressKey(request))
-      if (seen !== undefined && seen.count >= throttleFailures) throw throttled(seen.resetAt - now())
+      const r = await failures(request, { increment: false })
+      if (!r.isAllowed && r.remaining === 0) throw throttled(r.ttl)
     })
     // onSend, not onResponse: the failure is counted before the caller can read it and try again.
     scope.addHook('onSend', async (request: FastifyRequest, reply: FastifyReply) => {
       const status = reply.statusCode
       // 429 and 503 are our own refusals, not the caller's failures; password grants have their own budget.
       if (status < 400 || status === 429 || status === 503 || isPasswordGrant(request)) return
-      const { count } = failures.hit(addressKey(request), throttleFailuresWindow * 1000)
-      if (count === throttleFailures) await report(request, 'failures', throttleFailures, throttleFailuresWindow)
+      const r = await failures(request)
+      // Exactly one failure per window leaves nothing remaining without exceeding: the one that spends it.
+      if (!r.isAllowed && r.remaining === 0 && !r.isExceeded) await report(request, 'failures', throttleFailures, throttleFailuresWindow)
     })
   }
 
   if (throttlePassword > 0) {
-    const Store = class extends WindowCounter { constructor () { super(now) } }
-    await scope.register(rateLimit, { global: false, store: Store, keyGenerator: addressKey })
-    // The key is given here too: if the host registered @fastify/rate-limit first, `createRateLimit`
-    // is the host's, with the host's defaults.
-    const attempt = scope.createRateLimit({ max: throttlePassword, timeWindow: throttlePasswordWindow * 1000, keyGenerator: addressKey })
+    const attempt = limiter(throttlePassword, throttlePasswordWindow)
     // Which addresses were already reported in their current window.
-    const reported = new WindowCounter(now)
+    const reported = new ClockStore(now)
     // preHandler: the body is parsed by now, so only password grants are counted.
     scope.addHook('preHandler', async (request: FastifyRequest) => {
       if (!isPasswordGrant(request)) return

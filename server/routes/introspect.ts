@@ -6,6 +6,7 @@ import type { Tokenline } from '../context.js'
 import { OAuthError, invalidRequest } from '../errors.js'
 import { digest, isWellFormedRefreshToken } from '../tokens/refresh-format.js'
 import { isLive, liveSessionOf, verifyAccessToken } from '../sessions/state.js'
+import { FORM_OR_JSON, clientAuthParams, oauthError, str, throttledResponse, type RouteDoc } from './openapi.js'
 
 const REALM = 'Basic realm="tokenline"'
 
@@ -33,6 +34,38 @@ async function confidentialClient (request: FastifyRequest, params: Params, tl: 
   return client
 }
 
+const introspectDoc: RouteDoc = {
+  summary: 'Introspect a token (RFC 7662)',
+  description: 'For confidential clients (resource servers). An inactive, unknown or other client\'s token gives `{"active": false}` and nothing else.',
+  tags: ['token'],
+  consumes: FORM_OR_JSON,
+  security: [{ clientBasic: [] }, {}],
+  body: { type: 'object', required: ['token'], properties: { token: str('refresh or access token'), token_type_hint: str('ignored'), ...clientAuthParams } },
+  response: {
+    200: {
+      description: 'RFC 7662 §2.2',
+      type: 'object',
+      required: ['active'],
+      properties: {
+        active: { type: 'boolean' },
+        token_type: str('`access_token` or `refresh_token`'),
+        client_id: str(''),
+        sub: str('stable user id'),
+        scope: str(''),
+        sid: str('session id'),
+        exp: { type: 'integer' },
+        iat: { type: 'integer' },
+        iss: str(''),
+        aud: str(''),
+        jti: str('')
+      }
+    },
+    400: oauthError('invalid_request'),
+    401: oauthError('invalid_client: client authentication required'),
+    429: throttledResponse
+  }
+}
+
 /**
  * RFC 7662 token introspection for resource servers. Only the calling client's own tokens are
  * reported active: Tokenline's resource servers are its first-party confidential clients, and a token
@@ -40,7 +73,7 @@ async function confidentialClient (request: FastifyRequest, params: Params, tl: 
  * learn about another's users (RFC 7662 §4 leaves this policy to the server).
  */
 export function introspectRoute (app: FastifyInstance, tl: Tokenline): void {
-  app.post('/token/introspect', async (request) => {
+  app.post('/token/introspect', { config: { openapi: introspectDoc } }, async (request) => {
     const params = bodyParams(request)
     const client = await confidentialClient(request, params, tl)
     const token = params.token

@@ -1,6 +1,28 @@
 import type { FastifyInstance } from 'fastify'
 import type { Tokenline } from '../context.js'
 import { publicOnly } from '../tokens/signing-keys.js'
+import type { RouteDoc } from './openapi.js'
+
+const metadataDoc: RouteDoc = {
+  summary: 'Authorization server metadata (RFC 8414)',
+  tags: ['discovery'],
+  response: { 200: { description: 'metadata; URLs built from the configured issuer, never the Host header', type: 'object', additionalProperties: true } }
+}
+
+const jwksDoc: RouteDoc = {
+  summary: 'Public signing keys (RFC 7517 JWK Set)',
+  description: 'The signing key and retired keys whose tokens may not have expired yet. Never a private member.',
+  tags: ['discovery'],
+  response: {
+    200: {
+      description: 'JWK Set',
+      type: 'object',
+      properties: {
+        keys: { type: 'array', items: { type: 'object', additionalProperties: true, description: 'public JWK: kty, kid, alg, use and the public parameters only' } }
+      }
+    }
+  }
+}
 
 /** RFC 8414 metadata and the RFC 7517 JWK Set. URLs come from the configured issuer, never the Host header. */
 export function metadataRoutes (app: FastifyInstance, tl: Tokenline): void {
@@ -21,12 +43,12 @@ export function metadataRoutes (app: FastifyInstance, tl: Tokenline): void {
     introspection_endpoint_auth_methods_supported: ['client_secret_basic', 'client_secret_post']
   }
 
-  app.get('/.well-known/oauth-authorization-server', async (_request, reply) => {
+  app.get('/.well-known/oauth-authorization-server', { config: { openapi: metadataDoc } }, async (_request, reply) => {
     reply.header('cache-control', 'public, max-age=300')
     return metadata
   })
 
-  app.get('/.well-known/jwks.json', async (_request, reply) => {
+  app.get('/.well-known/jwks.json', { config: { openapi: jwksDoc } }, async (_request, reply) => {
     const keys = await tl.store.publishedKeys(tl.opts.now())
     reply.header('cache-control', 'public, max-age=300')
     reply.type('application/jwk-set+json; charset=utf-8')

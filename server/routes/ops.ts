@@ -4,6 +4,7 @@ import { Counter, Gauge, Histogram, Registry } from 'prom-client'
 import { latestMigration } from '../../db/sqlite/database.js'
 import type { Tokenline } from '../context.js'
 import { OAuthError } from '../errors.js'
+import { oauthError, str, type RouteDoc } from './openapi.js'
 
 /*
  * Operations endpoints: GET /healthz and GET /metrics (Prometheus text exposition 0.0.4).
@@ -20,6 +21,36 @@ const GRANTS = new Set(['password', 'refresh_token'])
 const LATENCY_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5]
 
 interface Outcome { error: string, reason: string }
+
+const health = {
+  type: 'object',
+  properties: {
+    status: str('`ok` or `error`', { enum: ['ok', 'error'] }),
+    database: str('`ok` or `unreachable`'),
+    migrations: { type: 'object', properties: { applied: { type: 'integer' }, expected: { type: 'integer' } } },
+    error: str('what is wrong, when status is error')
+  }
+}
+
+const healthzDoc: RouteDoc = {
+  summary: 'Liveness: database reachable and migrations current',
+  tags: ['operations'],
+  response: {
+    200: { ...health, description: 'healthy' },
+    503: { ...health, description: 'database unreachable, or its schema is not this version\'s' }
+  }
+}
+
+const metricsDoc: RouteDoc = {
+  summary: 'Prometheus metrics (text exposition 0.0.4)',
+  description: 'Needs `Authorization: Bearer <TOKENLINE_METRICS_TOKEN>` when that setting is set.',
+  tags: ['operations'],
+  security: [{}, { metricsToken: [] }],
+  response: {
+    200: { description: 'metrics', content: { 'text/plain; version=0.0.4': { schema: { type: 'string' } } } },
+    401: oauthError('invalid_token: missing or wrong metrics token')
+  }
+}
 
 export interface Metrics {
   registry: Registry
@@ -127,7 +158,7 @@ export async function opsRoutes (app: FastifyInstance, tl: Tokenline): Promise<M
 
   const expectedSchema = latestMigration()
 
-  app.get('/healthz', async (request, reply) => {
+  app.get('/healthz', { config: { openapi: healthzDoc } }, async (request, reply) => {
     reply.header('cache-control', 'no-store')
     try {
       const { schemaVersion } = await tl.store.health()
@@ -142,7 +173,7 @@ export async function opsRoutes (app: FastifyInstance, tl: Tokenline): Promise<M
     }
   })
 
-  app.get('/metrics', async (request, reply) => {
+  app.get('/metrics', { config: { openapi: metricsDoc } }, async (request, reply) => {
     if (tl.opts.metricsToken !== '') checkMetricsToken(tl.opts.metricsToken, request)
     const text = await registry.metrics()
     reply.header('cache-control', 'no-store')

@@ -8,6 +8,7 @@ import { invalidRequest } from '../errors.js'
 import { COOKIE_NAME, clearRefreshCookie } from '../tokens/response.js'
 import { digest, isWellFormedRefreshToken } from '../tokens/refresh-format.js'
 import { verifyAccessToken } from '../sessions/state.js'
+import { FORM_OR_JSON, clientAuthParams, oauthError, str, throttledResponse, type RouteDoc } from './openapi.js'
 
 /** The reason recorded on a session ended through the revocation endpoint. */
 export const LOGOUT = 'logout'
@@ -37,6 +38,28 @@ async function identify (tl: Tokenline, token: string): Promise<Found> {
   return { kind: 'session', session_id: session.id, user_id: session.user_id, client_id: session.client_id, token_type: 'access_token' }
 }
 
+const revokeDoc: RouteDoc = {
+  summary: 'Revoke a token (RFC 7009); logout for cookie clients',
+  description: 'Revokes the session the token belongs to. 200 for unknown or already revoked tokens. Without `token`, a cookie client\'s refresh cookie is used and cleared.',
+  tags: ['token'],
+  consumes: FORM_OR_JSON,
+  security: [{}, { clientBasic: [] }],
+  body: {
+    type: 'object',
+    properties: {
+      token: str('refresh or access token; optional when the refresh cookie is sent'),
+      token_type_hint: str('`refresh_token` or `access_token`; a wrong hint is ignored'),
+      ...clientAuthParams
+    }
+  },
+  response: {
+    200: { description: 'revoked, or nothing to revoke (RFC 7009 §2.2)', type: 'object' },
+    400: oauthError('invalid_request, unsupported_token_type, or another client\'s token presented by a confidential client'),
+    401: oauthError('invalid_client'),
+    429: throttledResponse
+  }
+}
+
 /**
  * RFC 7009 token revocation, and the browser's logout. Revoking either kind of token ends its whole
  * session (§2.1: revoking a refresh token SHOULD also invalidate the access tokens of the same grant;
@@ -49,7 +72,7 @@ async function identify (tl: Tokenline, token: string): Promise<Found> {
  * ignored for a public one, and stays valid either way (§2.1; node-oidc-provider's behaviour).
  */
 export function revokeRoute (app: FastifyInstance, tl: Tokenline): void {
-  app.post('/token/revoke', async (request: FastifyRequest, reply: FastifyReply) => {
+  app.post('/token/revoke', { config: { openapi: revokeDoc } }, async (request: FastifyRequest, reply: FastifyReply) => {
     const params = bodyParams(request)
     const client = await authenticateClient(request, params, tl.store)
     const cookie = request.cookies?.[COOKIE_NAME]

@@ -4,6 +4,7 @@ import { logEvents, requestMeta, type Tokenline } from '../context.js'
 import { OAuthError, invalidRequest } from '../errors.js'
 import type { AccessClaims } from '../tokens/signing-keys.js'
 import { liveSessionOf, verifyAccessToken } from '../sessions/state.js'
+import { oauthError, str, type RouteDoc } from './openapi.js'
 
 /** The reason recorded on a session the user ended through the sessions API. */
 export const USER_REVOKED = 'user_revoked'
@@ -44,19 +45,56 @@ export async function authenticateBearer (tl: Tokenline, request: FastifyRequest
 
 const iso = (ms: number): string => new Date(ms).toISOString()
 
+/** One session of a listing; fast-json-stringify writes a `date-time` string exactly like any other string. */
 const sessionSchema = {
   type: 'object',
   required: ['id', 'client_id', 'created_at', 'last_used_at', 'user_agent', 'ip', 'current'],
   properties: {
-    id: { type: 'string' },
-    client_id: { type: 'string' },
-    created_at: { type: 'string' },
-    last_used_at: { type: 'string' },
-    user_agent: { type: ['string', 'null'] },
-    ip: { type: ['string', 'null'] },
-    current: { type: 'boolean' }
+    id: { type: 'string', description: 'session id (the `sid` claim)' },
+    client_id: { type: 'string', description: 'client the session belongs to' },
+    created_at: { type: 'string', description: 'login time', format: 'date-time' },
+    last_used_at: { type: 'string', description: 'last refresh', format: 'date-time' },
+    user_agent: { type: ['string', 'null'], description: 'user agent of the last request' },
+    ip: { type: ['string', 'null'], description: 'address of the last request' },
+    current: { type: 'boolean', description: 'the session of the access token making this call' }
   }
 } as const
+
+/** RFC 6750 §2.1 bearer access token (an access token from POST /token). */
+const bearer: RouteDoc['security'] = [{ bearerAuth: [] }]
+
+const listDoc: RouteDoc = {
+  summary: 'The caller\'s live sessions',
+  description: 'Bearer access token; the token\'s session must still be live (revocation is immediate here).',
+  tags: ['sessions'],
+  security: bearer,
+  // 200 is the route's own schema.response.
+  response: { 401: oauthError('invalid_token; `WWW-Authenticate: Bearer`') }
+}
+
+const endOneDoc: RouteDoc = {
+  summary: 'End one of the caller\'s sessions',
+  tags: ['sessions'],
+  security: bearer,
+  params: { type: 'object', required: ['id'], properties: { id: str('session id, from GET /sessions') } },
+  response: {
+    204: { description: 'ended', type: 'null' },
+    401: oauthError('invalid_token'),
+    404: oauthError('no such live session of this user')
+  }
+}
+
+const endOthersDoc: RouteDoc = {
+  summary: 'End every session of the caller but the current one',
+  tags: ['sessions'],
+  security: bearer,
+  querystring: { type: 'object', required: ['scope'], properties: { scope: str('must be `others`', { enum: ['others'] }) } },
+  response: {
+    200: { description: 'how many sessions were ended', type: 'object', properties: { revoked: { type: 'integer' } } },
+    400: oauthError('invalid_request: scope=others is required'),
+    401: oauthError('invalid_token')
+  }
+}
 
 /**
  * The signed-in user's sessions (SPEC §7): list them, end one, or end all but the current one.
@@ -64,7 +102,12 @@ const sessionSchema = {
  */
 export function sessionsRoutes (app: FastifyInstance, tl: Tokenline): void {
   app.get('/sessions', {
-    schema: { response: { 200: { type: 'object', required: ['sessions'], properties: { sessions: { type: 'array', items: sessionSchema } } } } }
+    schema: {
+      response: {
+        200: { description: 'live sessions of the user, newest first', type: 'object', required: ['sessions'], properties: { sessions: { type: 'array', items: sessionSchema } } }
+      }
+    },
+    config: { openapi: listDoc }
   }, async (request) => {
     const { claims } = await authenticateBearer(tl, request)
     const sessions = await tl.store.liveSessions(claims.sub, tl.opts.now())
@@ -82,7 +125,7 @@ export function sessionsRoutes (app: FastifyInstance, tl: Tokenline): void {
     }
   })
 
-  app.delete<{ Params: { id: string } }>('/sessions/:id', async (request, reply) => {
+  app.delete<{ Params: { id: string } }>('/sessions/:id', { config: { openapi: endOneDoc } }, async (request, reply) => {
     const caller = await authenticateBearer(tl, request)
     const id = request.params.id
     const target = id.length > 64 ? undefined : await tl.store.findSession(id)
@@ -96,7 +139,7 @@ export function sessionsRoutes (app: FastifyInstance, tl: Tokenline): void {
     return reply.code(204).send()
   })
 
-  app.delete('/sessions', async (request) => {
+  app.delete('/sessions', { config: { openapi: endOthersDoc } }, async (request) => {
     const caller = await authenticateBearer(tl, request)
     const query = request.query as Record<string, unknown>
     if (query.scope !== 'others') throw invalidRequest('scope=others is required: DELETE /sessions/:id ends one session')

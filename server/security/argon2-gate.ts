@@ -1,3 +1,4 @@
+// Hand-written because p-limit and p-queue queue without bound and @fastify/under-pressure sheds the whole server by event-loop load; this caps argon2 alone, with a bounded wait and a 503 (RFC 9110 §15.6.4).
 import { OAuthError } from '../errors.js'
 
 /*

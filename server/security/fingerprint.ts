@@ -1,4 +1,5 @@
-import { isIPv4, isIPv6 } from 'node:net'
+import ipaddr from 'ipaddr.js'
+import { isIP } from 'node:net'
 import type { Policy } from '../options.js'
 
 /** What a request looks like, as far as binding goes. */
@@ -33,42 +34,56 @@ export function normaliseUserAgent (ua: string): string {
     .trim()
 }
 
-/** `::ffff:203.0.113.7` is `203.0.113.7`; IPv6 is expanded to eight 4-digit groups. */
+/** ipaddr.js documents `toFixedLengthString` (eight 4-digit groups) but its type declarations omit it. */
+type FixedLengthIPv6 = ipaddr.IPv6 & { toFixedLengthString: () => string }
+
+/**
+ * The address in `ip`, IPv4-mapped IPv6 folded to IPv4; undefined for anything that is not one. Only
+ * what Node itself takes for an address is read, so ipaddr.js's laxer IPv4 forms (`127.1`, `0x7f.0.0.1`)
+ * stay as unparsed text. A zone id names a local interface, not part of the address (RFC 4007 §11),
+ * so it is dropped.
+ */
+function parseIp (ip: string): ipaddr.IPv4 | ipaddr.IPv6 | undefined {
+  if (isIP(ip) === 0) return undefined
+  const bare = ip.replace(/%.*$/, '')
+  // ipaddr.js reads `::` followed by a dotted quad as IPv4-mapped; it is the IPv4-compatible address
+  // (RFC 4291 §2.5.5.1), a distinct one, which `0::` spells without that shortcut.
+  return ipaddr.process(/^::\d+\.\d+\.\d+\.\d+$/.test(bare) ? `0${bare}` : bare)
+}
+
+/**
+ * The one place an address becomes the text stored with sessions and events: IPv4 dotted, IPv6 as
+ * eight 4-digit lower-case groups.
+ */
+function written (addr: ipaddr.IPv4 | ipaddr.IPv6): string {
+  return addr.kind() === 'ipv4' ? addr.toString() : (addr as FixedLengthIPv6).toFixedLengthString()
+}
+
+/**
+ * `::ffff:203.0.113.7` is `203.0.113.7`; IPv6 is expanded to eight 4-digit groups. Anything else (a
+ * proxy the host trusts may forward any text) is kept as it came, except that a leading `::ffff:` is
+ * dropped from a dotted quad: databases already hold such values that way.
+ */
 export function normaliseIp (ip: string): string {
-  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(ip)
-  if (mapped?.[1] !== undefined) return mapped[1]
-  if (!isIPv6(ip)) return ip
-  const full = expandIPv6(ip)
-  // The same mapped address spelled in hex or in full (::ffff:cb00:7107), as a proxy may write it.
-  const hex = /^0000:0000:0000:0000:0000:ffff:([0-9a-f]{4}):([0-9a-f]{4})$/.exec(full)
-  if (hex?.[1] !== undefined && hex[2] !== undefined) {
-    const [hi, lo] = [parseInt(hex[1], 16), parseInt(hex[2], 16)]
-    return [hi >> 8, hi & 255, lo >> 8, lo & 255].join('.')
-  }
-  return full
+  const addr = parseIp(ip)
+  if (addr !== undefined) return written(addr)
+  return /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(ip)?.[1] ?? ip
 }
 
-function expandIPv6 (ip: string): string {
-  let addr = ip.toLowerCase().replace(/%.*$/, '')
-  // A trailing dotted quad (e.g. ::1.2.3.4) becomes two groups.
-  const quad = /(\d+)\.(\d+)\.(\d+)\.(\d+)$/.exec(addr)
-  if (quad !== null) {
-    const [a, b, c, d] = quad.slice(1).map(Number) as [number, number, number, number]
-    addr = addr.slice(0, quad.index) + ((a << 8) | b).toString(16) + ':' + ((c << 8) | d).toString(16)
-  }
-  const [head, tail] = addr.includes('::') ? addr.split('::') as [string, string] : [addr, undefined]
-  const h = head === '' ? [] : head.split(':')
-  const t = tail === undefined || tail === '' ? [] : tail.split(':')
-  const fill = tail === undefined ? [] : Array<string>(8 - h.length - t.length).fill('0')
-  return [...h, ...fill, ...t].map((g) => g.padStart(4, '0')).join(':')
-}
-
-/** The network an address belongs to, for matching: /24 for IPv4, /64 for IPv6. */
+/**
+ * The network an address belongs to, for matching: /24 for IPv4, /64 for IPv6, written as
+ * `198.51.100.0/24` and `2001:0db8:0001:0002::/64` (lockout keys are digests of this text, so it never
+ * changes). Text that is not an address is compared as text, split on colons if it has any.
+ */
 export function ipPrefix (ip: string): string {
+  const addr = parseIp(ip)
+  if (addr?.kind() === 'ipv4') return `${ipaddr.IPv4.networkAddressFromCIDR(`${addr.toString()}/24`).toString()}/24`
+  if (addr !== undefined) {
+    const network = ipaddr.IPv6.networkAddressFromCIDR(`${written(addr)}/64`)
+    return `${written(network).split(':').slice(0, 4).join(':')}::/64`
+  }
   const n = normaliseIp(ip)
-  if (isIPv4(n)) return n.split('.').slice(0, 3).join('.') + '.0/24'
-  if (isIPv6(ip) || n.includes(':')) return n.split(':').slice(0, 4).join(':') + '::/64'
-  return n
+  return n.includes(':') ? `${n.split(':').slice(0, 4).join(':')}::/64` : n
 }
 
 export function sameNetwork (a: string | null, b: string): boolean {

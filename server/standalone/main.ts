@@ -1,6 +1,6 @@
 import { pathToFileURL } from 'node:url'
 import { buildServer } from './app.js'
-import { ConfigError, fromEnv } from '../options.js'
+import { ConfigError, fromEnv, unknownSettings } from '../options.js'
 
 /** `npm start` / `tokenline serve`: read the environment, listen, and close cleanly on SIGTERM/SIGINT. */
 export async function serve (env: NodeJS.ProcessEnv = process.env): Promise<number> {
@@ -17,6 +17,7 @@ export async function serve (env: NodeJS.ProcessEnv = process.env): Promise<numb
     }
     throw err
   }
+  for (const warning of unknownSettings(env)) app.log.warn(warning)
   let closing = false
   const shutdown = (signal: string): void => {
     if (closing) return

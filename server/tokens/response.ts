@@ -11,6 +11,23 @@ export interface TokenResponse {
   refresh_token?: string
 }
 
+/**
+ * The JSON schema of a `TokenResponse`: what POST /token serialises its 200 with (fast-json-stringify
+ * ignores the descriptions and the enum) and what the OpenAPI document shows for it.
+ */
+export const tokenResponseSchema = {
+  description: 'RFC 6749 §5.1 token response; `Cache-Control: no-store`. `refresh_token` only for `body`/`both` clients; cookie clients get it in `Set-Cookie`',
+  type: 'object',
+  required: ['access_token', 'token_type', 'expires_in', 'scope'],
+  properties: {
+    access_token: { type: 'string', description: 'RFC 9068 JWT (`typ: at+jwt`), verifiable with the JWKS' },
+    token_type: { type: 'string', description: 'always `Bearer`', enum: ['Bearer'] },
+    expires_in: { type: 'integer', description: 'access token lifetime, s' },
+    scope: { type: 'string', description: 'granted scope' },
+    refresh_token: { type: 'string', description: 'the next refresh token: each one is single use' }
+  }
+} as const
+
 /** Name of the refresh cookie. `__Secure-` needs `Secure`; `__Host-` would force `Path=/` (see README). */
 export const COOKIE_NAME = '__Secure-tokenline-rt'
 

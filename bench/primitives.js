@@ -18,7 +18,6 @@ import { generateKey, makeSigner } from '../dist/server/tokens/signing-keys.js'
 import { resolveOptions } from '../dist/server/options.js'
 import { createPasswords } from '../dist/server/security/passwords.js'
 import { digest, isWellFormedRefreshToken, newRefreshToken, randomId, sealSuccessor } from '../dist/server/tokens/refresh-format.js'
-import { grantScope } from '../dist/server/tokens/scope.js'
 
 const ARGON2_PARAMS = { memoryCost: 19456, timeCost: 2, parallelism: 1 }
 const ms = Number(process.env.BENCH_PRIMITIVE_MS ?? 1500)
@@ -70,15 +69,15 @@ async function rotationPrimitive () {
     const opts = resolveOptions({ database: file })
     const tl = { opts, binding: { userAgent: opts.bindingUserAgent, ip: opts.bindingIp, deviceId: opts.bindingDeviceId } }
     const t0 = Date.now()
-    await store.createUser({ id: 'u1', username: 'bench', password_hash: 'not-a-hash', now: t0 })
-    await store.createClient({ id: 'bench', secret_digest: null, delivery: 'body', grants: 'password refresh_token', scopes: 'read write', origins: '', access_ttl: null, idle_ttl: null, session_ttl: null, now: t0 })
+    await store.createUser({ id: 'u1', username: 'bench', passwordHash: 'not-a-hash', now: t0 })
+    await store.createClient({ id: 'bench', secretDigest: null, delivery: 'body', grants: 'password refresh_token', scopes: 'read write', origins: '', accessTtl: null, idleTtl: null, sessionTtl: null, now: t0 })
     const client = await store.findClient('bench')
-    const meta = { ip: '127.0.0.1', user_agent: 'tokenline-bench/1', device_id: null }
+    const meta = { ip: '127.0.0.1', userAgent: 'tokenline-bench/1', deviceId: null }
     // Several live sessions, rotated round-robin, as under a multi-connection load.
     const live = []
     for (let i = 0; i < 64; i++) {
       const token = newRefreshToken()
-      await store.startSession({ id: randomId(), user_id: 'u1', client_id: 'bench', scope: 'read write', meta, now: t0, idle_expires_at: t0 + 86400e3, expires_at: t0 + 86400e3, token_digest: digest(token), events: [] })
+      await store.startSession({ id: randomId(), userId: 'u1', clientId: 'bench', scope: 'read write', meta, now: t0, idleExpiresAt: t0 + 86400e3, expiresAt: t0 + 86400e3, tokenDigest: digest(token), events: [] })
       live.push(token)
     }
     let i = 0
@@ -91,15 +90,11 @@ async function rotationPrimitive () {
       const a = process.hrtime.bigint()
       if (!isWellFormedRefreshToken(token)) throw new Error('bench: malformed token')
       const child = newRefreshToken()
-      const input = { digest: digest(token), now: Date.now(), meta, child_digest: digest(child), sealed: sealSuccessor(token, child) }
+      const input = { digest: digest(token), now: Date.now(), meta, childDigest: digest(child), sealed: sealSuccessor(token, child) }
       const b = process.hrtime.bigint()
       const result = await store.refresh({
         ...input,
-        decide: (state) => {
-          const d = decide({ tl, client, meta, now: input.now, requestedScope: undefined }, state)
-          if (d.kind !== 'reject') grantScope(undefined, state.session.scope)
-          return d
-        }
+        decide: (state) => decide({ tl, client, meta, now: input.now, requestedScope: undefined, fromCookie: false }, state)
       })
       const c = process.hrtime.bigint()
       if (result.kind !== 'rotated') throw new Error(`bench: rotation primitive got ${result.kind}`)

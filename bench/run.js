@@ -315,8 +315,8 @@ async function provisionDatabase (file) {
   const store = createStore(openDatabase(file))
   try {
     const now = Date.now()
-    await store.createUser({ id: randomId(), username: USERNAME, password_hash: await createPasswords(ARGON2).hash(PASSWORD), now })
-    await store.createClient({ id: CLIENT_ID, secret_digest: null, delivery: 'body', grants: 'password refresh_token', scopes: 'read write', origins: '', access_ttl: null, idle_ttl: null, session_ttl: null, now })
+    await store.createUser({ id: randomId(), username: USERNAME, passwordHash: await createPasswords(ARGON2).hash(PASSWORD), now })
+    await store.createClient({ id: CLIENT_ID, secretDigest: null, delivery: 'body', grants: 'password refresh_token', scopes: 'read write', origins: '', accessTtl: null, idleTtl: null, sessionTtl: null, now })
   } finally {
     store.close()
   }

@@ -1,5 +1,5 @@
 import type { FastifyBaseLogger, FastifyRequest } from 'fastify'
-import type { ClientRow, EventInput, RequestMeta, Store } from '../db/sqlite/store.js'
+import type { Client, RequestMeta, SecurityEvent, Store } from '../db/store.js'
 import type { BindingPolicy } from './security/fingerprint.js'
 import { MAX_USER_AGENT, normaliseIp } from './security/fingerprint.js'
 import type { AccessClaims, KeyMaterial, Sign } from './tokens/signing-keys.js'
@@ -23,7 +23,7 @@ export interface Tokenline {
   reloadKeys: () => Promise<void>
   log: FastifyBaseLogger
   /** Sees every security event that is logged (the metrics count them); set by server/routes/ops.ts. */
-  onEvents?: (events: EventInput[]) => void
+  onEvents?: (events: SecurityEvent[]) => void
 }
 
 /** The request's binding-relevant facts. The IP is the socket's unless the host trusts a proxy. */
@@ -31,18 +31,18 @@ export function requestMeta (request: FastifyRequest, deviceId: string | null): 
   const ua = request.headers['user-agent']
   return {
     ip: normaliseIp(request.ip),
-    user_agent: (typeof ua === 'string' ? ua : '').slice(0, MAX_USER_AGENT),
-    device_id: deviceId
+    userAgent: (typeof ua === 'string' ? ua : '').slice(0, MAX_USER_AGENT),
+    deviceId
   }
 }
 
 /** Logs security events as structured lines. Events never carry a token, password, secret or cookie. */
-export function logEvents (tl: Tokenline, log: FastifyBaseLogger, events: EventInput[]): void {
+export function logEvents (tl: Tokenline, log: FastifyBaseLogger, events: SecurityEvent[]): void {
   tl.onEvents?.(events)
   if (!tl.opts.logEvents) return
   for (const e of events) {
-    log.info({ event: e.type, user: e.user_id, session: e.session_id, client: e.client_id, ip: e.ip, ua: e.user_agent, reason: e.reason, detail: e.detail }, `security event ${e.type}`)
+    log.info({ event: e.type, user: e.userId, session: e.sessionId, client: e.clientId, ip: e.ip, ua: e.userAgent, reason: e.reason, detail: e.detail }, `security event ${e.type}`)
   }
 }
 
-export const hasGrant = (client: ClientRow, grant: string): boolean => client.grants.split(' ').includes(grant)
+export const hasGrant = (client: Client, grant: string): boolean => client.grants.split(' ').includes(grant)

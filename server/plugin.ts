@@ -2,7 +2,8 @@ import cookie from '@fastify/cookie'
 import type { FastifyError, FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
 import { openDatabase } from '../db/sqlite/database.js'
-import { createStore, type KeyRow, type Store } from '../db/sqlite/store.js'
+import { createStore } from '../db/sqlite/store.js'
+import type { SigningKey, Store } from '../db/store.js'
 import { registerParsers } from './http/body.js'
 import type { Tokenline } from './context.js'
 import { registerCors } from './http/cors.js'
@@ -36,12 +37,12 @@ export interface TokenlinePluginOptions extends TokenlineOptions {
   prefix?: string
 }
 
-const toMaterial = (k: KeyRow): KeyMaterial => ({ kid: k.kid, alg: k.alg as Algorithm, privatePem: k.private_pem, publicJwk: JSON.parse(k.public_jwk) })
+const toMaterial = (k: SigningKey): KeyMaterial => ({ kid: k.kid, alg: k.alg as Algorithm, privatePem: k.privatePem, publicJwk: JSON.parse(k.publicJwk) })
 
 async function loadKeys (store: Store, alg: Algorithm, now: number): Promise<{ current: KeyMaterial, published: KeyMaterial[] }> {
   const current = await store.ensureSigningKey(alg, () => {
     const k = generateKey(alg)
-    return { kid: k.kid, alg: k.alg, private_pem: k.privatePem, public_jwk: JSON.stringify(k.publicJwk) }
+    return { kid: k.kid, alg: k.alg, privatePem: k.privatePem, publicJwk: JSON.stringify(k.publicJwk) }
   }, now)
   const published = (await store.publishedKeys(now)).map(toMaterial)
   return { current: toMaterial(current), published }

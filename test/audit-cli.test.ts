@@ -179,8 +179,8 @@ t.test('the server log carries every event as a structured line, and never a sec
   t.teardown(() => app.close())
   const store = app.tokenline.store
   const { createPasswords } = await import('../server/security/passwords.js')
-  await store.createUser({ id: 'u-alice', username: 'alice', password_hash: await createPasswords(CHEAP_ARGON2).hash(PASSWORD), now: clock.now() })
-  await store.createClient({ id: 'cli', secret_digest: null, delivery: 'body', grants: 'password refresh_token', scopes: 'read write', origins: '', access_ttl: null, idle_ttl: null, session_ttl: null, now: clock.now() })
+  await store.createUser({ id: 'u-alice', username: 'alice', passwordHash: await createPasswords(CHEAP_ARGON2).hash(PASSWORD), now: clock.now() })
+  await store.createClient({ id: 'cli', secretDigest: null, delivery: 'body', grants: 'password refresh_token', scopes: 'read write', origins: '', accessTtl: null, idleTtl: null, sessionTtl: null, now: clock.now() })
   const h = { app, clock } as unknown as Harness
   const sid = await breachedSession(t, h)
   const wrong = await app.inject({ method: 'POST', url: '/token', payload: { grant_type: 'password', client_id: 'cli', username: 'alice', password: 'not the password' } })

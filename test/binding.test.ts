@@ -42,7 +42,7 @@ const refresh = async (app: FastifyInstance, rt: string, d: Device, client = 'cl
   await post(app, { grant_type: 'refresh_token', client_id: client, refresh_token: rt }, d)
 
 async function mismatches (app: FastifyInstance, sid: string): Promise<Array<{ reason: string | null, signals: string[] }>> {
-  const events = await app.tokenline.store.listEvents({ session_id: sid })
+  const events = await app.tokenline.store.listEvents({ sessionId: sid })
   return events.filter((e) => e.type === 'fingerprint_mismatch').map((e) => ({ reason: e.reason, signals: (JSON.parse(e.detail ?? '{}') as { signals: string[] }).signals }))
 }
 
@@ -77,7 +77,7 @@ t.test('each signal under each policy', async (t) => {
             t.equal(res.json().error, 'invalid_grant')
             t.equal(res.json().reason, 'fingerprint_mismatch')
             t.same(events, [{ reason: 'reject', signals: [change.signal] }])
-            t.equal(session?.revoked_at, null, 'the session lives on')
+            t.equal(session?.revokedAt, null, 'the session lives on')
             const ok = await refresh(h.app, rt, HOME)
             t.equal(ok.statusCode, 200, 'the same token still works from the right device')
             break
@@ -86,7 +86,7 @@ t.test('each signal under each policy', async (t) => {
             t.equal(res.statusCode, 400)
             t.equal(res.json().reason, 'fingerprint_mismatch')
             t.same(events, [{ reason: 'revoke', signals: [change.signal] }])
-            t.equal(session?.revoked_reason, 'fingerprint_mismatch', 'the session is revoked')
+            t.equal(session?.revokedReason, 'fingerprint_mismatch', 'the session is revoked')
             const dead = await refresh(h.app, rt, HOME)
             t.equal(dead.statusCode, 400, 'dead from the right device too')
             t.equal(dead.json().reason, 'fingerprint_mismatch')
@@ -144,7 +144,7 @@ t.test('user agent normalisation: routine updates pass, another browser does not
     const { rt, sid } = await login(h.app, { ...HOME, ua: before })
     const res = await refresh(h.app, rt, { ...HOME, ua: after })
     t.equal(res.json().reason, 'fingerprint_mismatch', `a change: ${name}`)
-    t.equal((await h.app.tokenline.store.findSession(sid))?.revoked_reason, 'fingerprint_mismatch', 'revoked by default')
+    t.equal((await h.app.tokenline.store.findSession(sid))?.revokedReason, 'fingerprint_mismatch', 'revoked by default')
   }
 })
 
@@ -256,7 +256,7 @@ t.test('the strict preset rejects a refresh from outside the bound prefix', asyn
   const away = await refresh(h.app, rt, { ...HOME, ip: '198.51.100.9' })
   t.equal(away.json().reason, 'fingerprint_mismatch')
   t.same(await mismatches(h.app, sid), [{ reason: 'reject', signals: ['ip'] }])
-  t.equal((await h.app.tokenline.store.findSession(sid))?.revoked_at, null, 'rejected, not revoked')
+  t.equal((await h.app.tokenline.store.findSession(sid))?.revokedAt, null, 'rejected, not revoked')
   const near = await refresh(h.app, rt, { ...HOME, ip: '203.0.113.99' })
   t.equal(near.statusCode, 200, 'the same /24 passes')
 })
@@ -272,7 +272,7 @@ t.test('the grace window also requires a matching fingerprint', async (t) => {
     t.equal(again.json().refresh_token, rt2, 'the same device within grace gets the same successor')
     const thief = await refresh(h.app, rt, other)
     t.equal(thief.json().reason, 'reuse_detected', `${name} within grace: reuse`)
-    t.equal((await h.app.tokenline.store.findSession(sid))?.revoked_reason, 'reuse_detected')
+    t.equal((await h.app.tokenline.store.findSession(sid))?.revokedReason, 'reuse_detected')
   }
 })
 
@@ -290,8 +290,8 @@ async function host (t: Test, trustProxy: boolean | string): Promise<FastifyInst
 async function seed (app: FastifyInstance): Promise<void> {
   const store = app.tokenline.store
   const now = app.tokenline.opts.now()
-  await store.createUser({ id: 'u-alice', username: 'alice', password_hash: await createPasswords(CHEAP_ARGON2).hash(PASSWORD), now })
-  await store.createClient({ id: 'cli', secret_digest: null, delivery: 'body', grants: 'password refresh_token', scopes: '', origins: '', access_ttl: null, idle_ttl: null, session_ttl: null, now })
+  await store.createUser({ id: 'u-alice', username: 'alice', passwordHash: await createPasswords(CHEAP_ARGON2).hash(PASSWORD), now })
+  await store.createClient({ id: 'cli', secretDigest: null, delivery: 'body', grants: 'password refresh_token', scopes: '', origins: '', accessTtl: null, idleTtl: null, sessionTtl: null, now })
 }
 
 t.test('X-Forwarded-For', async (t) => {

@@ -103,7 +103,7 @@ t.test('200 wrong passwords from one address: the account slows down, the addres
 
   // The attacker, even with the right password, meets the lock (from yet another address).
   const row = await h.app.tokenline.store.loginFailures('alice', ANY_SOURCE)
-  t.ok(row !== undefined && row.locked_until > h.clock.now(), 'the account is locked now')
+  t.ok(row !== undefined && row.lockedUntil > h.clock.now(), 'the account is locked now')
   t.equal((await attempt(h, { password: PASSWORD, ip: '203.0.114.1' })).body, WRONG, 'the right password from an unknown device is refused like a wrong one')
 
   // The owner, from the same phone on yet another network, is not locked out.
@@ -134,9 +134,9 @@ t.test('median latencies of unknown user, wrong password and locked account are 
   const h = await build(t, { argon2: PROD_ARGON2 })
   const store = h.app.tokenline.store
   const prod = createPasswords(PROD_ARGON2)
-  for (const name of ['bob', 'carol']) await store.createUser({ id: randomId(), username: name, password_hash: await prod.hash(PASSWORD), now: h.clock.now() })
+  for (const name of ['bob', 'carol']) await store.createUser({ id: randomId(), username: name, passwordHash: await prod.hash(PASSWORD), now: h.clock.now() })
   for (let i = 0; i < 5; i++) await attempt(h, { username: 'carol' })
-  t.ok(((await store.loginFailures('carol', ANY_SOURCE))?.locked_until ?? 0) > h.clock.now(), 'carol is locked')
+  t.ok(((await store.loginFailures('carol', ANY_SOURCE))?.lockedUntil ?? 0) > h.clock.now(), 'carol is locked')
 
   let ghost = 0
   const kinds = {
@@ -148,7 +148,7 @@ t.test('median latencies of unknown user, wrong password and locked account are 
   const names = Object.keys(kinds) as Kind[]
   const samples: Record<Kind, number[]> = { unknown: [], wrong: [], locked: [] }
   const timeOne = async (k: Kind, keep: boolean): Promise<void> => {
-    if (k === 'wrong') await store.clearLoginFailures('bob', ANY_SOURCE, h.clock.now(), [])
+    if (k === 'wrong') await store.clearLoginFailures({ username: 'bob', source: ANY_SOURCE, now: h.clock.now(), events: [] })
     const start = process.hrtime.bigint()
     const res = await kinds[k]()
     const ms = Number(process.hrtime.bigint() - start) / 1e6
@@ -187,7 +187,7 @@ t.test('a lock expires when the clock passes it; attempts during it neither coun
   await lockAlice(h) // the fifth failure locks for 1 s
   for (let i = 0; i < 3; i++) t.equal((await attempt(h, { password: PASSWORD })).body, WRONG, 'the right password is refused while locked')
   const row = await h.app.tokenline.store.loginFailures('alice', ANY_SOURCE)
-  t.match(row, { failures: 5, locked_until: h.clock.now() + 1000 }, 'locked attempts did not count')
+  t.match(row, { failures: 5, lockedUntil: h.clock.now() + 1000 }, 'locked attempts did not count')
   h.clock.advance(0.999)
   t.equal((await attempt(h, { password: PASSWORD })).body, WRONG, 'one millisecond before the end: still locked')
   h.clock.advance(0.001)
@@ -195,17 +195,17 @@ t.test('a lock expires when the clock passes it; attempts during it neither coun
 })
 
 t.test('a failure after the lock doubles it, up to lockoutMax', async (t) => {
-  t.same([5, 6, 7, 20, 40].map((n) => nextFailure({ username: 'a', source: '', failures: n - 1, locked_until: 0, updated_at: 0 }, 1, 5, 900).locked_until - 1),
+  t.same([5, 6, 7, 20, 40].map((n) => nextFailure({ username: 'a', source: '', failures: n - 1, lockedUntil: 0, updatedAt: 0 }, 1, 5, 900).lockedUntil - 1),
     [1000, 2000, 4000, 900_000, 900_000])
-  t.same(nextFailure(undefined, 0, 5, 900), { failures: 1, locked_until: 0 }, 'below the threshold: no lock')
+  t.same(nextFailure(undefined, 0, 5, 900), { failures: 1, lockedUntil: 0 }, 'below the threshold: no lock')
   const day = 24 * 3600 * 1000
-  t.equal(nextFailure({ username: 'a', source: '', failures: 4, locked_until: 0, updated_at: 0 }, day + 1, 5, 900).failures, 1, 'failures a day old are forgotten')
+  t.equal(nextFailure({ username: 'a', source: '', failures: 4, lockedUntil: 0, updatedAt: 0 }, day + 1, 5, 900).failures, 1, 'failures a day old are forgotten')
 
   const h = await build(t, { lockoutThreshold: 2, lockoutMax: 3 })
   for (let i = 0; i < 2; i++) await attempt(h)
   h.clock.advance(1); await attempt(h) // 3rd failure: 2 s
   h.clock.advance(2); await attempt(h) // 4th: 4 s, capped at 3 s
-  t.equal((await h.app.tokenline.store.loginFailures('alice', ANY_SOURCE))?.locked_until, h.clock.now() + 3000, 'capped at lockoutMax')
+  t.equal((await h.app.tokenline.store.loginFailures('alice', ANY_SOURCE))?.lockedUntil, h.clock.now() + 3000, 'capped at lockoutMax')
 })
 
 t.test('a success resets the counter', async (t) => {
@@ -224,7 +224,7 @@ t.test('`Alice`, `alice` and ` alice` share one counter; unknown names are count
   t.equal((await h.app.tokenline.store.loginFailures('alice', ANY_SOURCE))?.failures, 5)
 
   for (let i = 0; i < 5; i++) await attempt(h, { username: 'Nobody' })
-  t.ok(((await h.app.tokenline.store.loginFailures('nobody', ANY_SOURCE))?.locked_until ?? 0) > h.clock.now(), 'a name with no account locks the same way')
+  t.ok(((await h.app.tokenline.store.loginFailures('nobody', ANY_SOURCE))?.lockedUntil ?? 0) > h.clock.now(), 'a name with no account locks the same way')
 })
 
 t.test('known devices: the owner is not locked out, and counts its own failures apart', async (t) => {

@@ -91,8 +91,8 @@ async function seed (t: Test): Promise<string> {
   const dbFile = join(t.testdir({}), 'tokenline.db')
   const store = createStore(openDatabase(dbFile))
   const now = Date.now()
-  await store.createUser({ id: 'alice-id', username: 'alice', password_hash: await createPasswords(CHEAP_ARGON2).hash(PASSWORD), now })
-  await store.createClient({ id: 'cli', secret_digest: null, delivery: 'body', grants: 'password refresh_token', scopes: 'read write', origins: '', access_ttl: null, idle_ttl: null, session_ttl: null, now })
+  await store.createUser({ id: 'alice-id', username: 'alice', passwordHash: await createPasswords(CHEAP_ARGON2).hash(PASSWORD), now })
+  await store.createClient({ id: 'cli', secretDigest: null, delivery: 'body', grants: 'password refresh_token', scopes: 'read write', origins: '', accessTtl: null, idleTtl: null, sessionTtl: null, now })
   store.close()
   return dbFile
 }

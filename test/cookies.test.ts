@@ -119,7 +119,7 @@ t.test('a refresh from the cookie alone rotates the cookie', async (t) => {
 
 t.test('Max-Age never exceeds the remaining absolute life, to the last second', async (t) => {
   const h = await build(t)
-  await h.addClient({ id: 'short', delivery: 'cookie', origins: 'http://localhost:3000', session_ttl: 3600, idle_ttl: 3600 })
+  await h.addClient({ id: 'short', delivery: 'cookie', origins: 'http://localhost:3000', sessionTtl: 3600, idleTtl: 3600 })
   let value = refreshCookie(await login(h, 'short'))?.value ?? ''
   for (const [step, left] of [[1800, 1800], [1700, 100], [99, 1]] as const) {
     h.clock.advance(step)
@@ -190,7 +190,7 @@ t.test('every invalid_grant caused by the cookie clears it', async (t) => {
       return await refreshWithCookie(h, v)
     }],
     ['session_expired', async () => {
-      await h.addClient({ id: 'brief', delivery: 'cookie', origins: 'http://localhost:3000', session_ttl: 60 })
+      await h.addClient({ id: 'brief', delivery: 'cookie', origins: 'http://localhost:3000', sessionTtl: 60 })
       const v = refreshCookie(await login(h, 'brief'))?.value ?? ''
       h.clock.advance(60)
       return await refreshWithCookie(h, v, 'brief')
@@ -208,7 +208,7 @@ t.test('every invalid_grant caused by the cookie clears it', async (t) => {
       const v = refreshCookie(res)?.value ?? ''
       const bob = await h.app.tokenline.store.findUserByUsername('bob')
       // Disabling also revokes the user's sessions; either reason is a refusal caused by the cookie.
-      await h.app.tokenline.store.setUserDisabled(bob?.id ?? '', true, h.clock.now(), [])
+      await h.app.tokenline.store.setUserDisabled({ userId: bob?.id ?? '', disabled: true, now: h.clock.now(), events: [] })
       return await refreshWithCookie(h, v)
     }]
   ]

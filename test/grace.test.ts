@@ -38,9 +38,9 @@ t.test('the same token twice inside the window gets the same successor, and only
 
   const lineage = await h.app.tokenline.store.lineage(sid(login))
   t.same(lineage.map((tok) => tok.generation), [0, 1], 'the database has exactly one child')
-  t.equal(lineage[0]?.used_at, h.clock.now() - 1000, 'the parent keeps its first use time')
-  t.equal((await h.app.tokenline.store.findSession(sid(login)))?.revoked_at, null, 'the session is untouched')
-  const events = await h.app.tokenline.store.listEvents({ session_id: sid(login) })
+  t.equal(lineage[0]?.usedAt, h.clock.now() - 1000, 'the parent keeps its first use time')
+  t.equal((await h.app.tokenline.store.findSession(sid(login)))?.revokedAt, null, 'the session is untouched')
+  const events = await h.app.tokenline.store.listEvents({ sessionId: sid(login) })
   t.notOk(events.some((e) => e.type === 'reuse_detected'), 'no reuse recorded')
   t.ok(events.some((e) => e.type === 'refresh_replayed'), 'the grace replay is recorded')
 

@@ -5,7 +5,7 @@ import { secretDigest } from '../server/http/client-auth.js'
 import tokenline, { type TokenlinePluginOptions } from '../server/plugin.js'
 import { createPasswords } from '../server/security/passwords.js'
 import { randomId } from '../server/tokens/refresh-format.js'
-import type { ClientRow } from '../db/sqlite/store.js'
+import type { Client } from '../db/store.js'
 
 /** Cheap argon2 for tests; production parameters are checked by one test (password-grant.test.ts). */
 export const CHEAP_ARGON2 = { memoryCost: 1024, timeCost: 1, parallelism: 1 }
@@ -31,7 +31,7 @@ export interface Harness {
   /** Logs `username` in with `client` (default `cli`) and returns the parsed body. */
   login: (opts?: { client?: string, username?: string, password?: string, headers?: Record<string, string>, device_id?: string }) => Promise<TokenBody>
   addUser: (username: string, password?: string) => Promise<string>
-  addClient: (client: Partial<ClientRow> & { id: string, secret?: string }) => Promise<void>
+  addClient: (client: Partial<Client> & { id: string, secret?: string }) => Promise<void>
 }
 
 export interface TokenBody {
@@ -92,19 +92,19 @@ export async function build (t: Test, overrides: Partial<TokenlinePluginOptions>
     },
     async addUser (username, password = PASSWORD) {
       const id = randomId()
-      await store.createUser({ id, username, password_hash: await passwords.hash(password), now: clock.now() })
+      await store.createUser({ id, username, passwordHash: await passwords.hash(password), now: clock.now() })
       return id
     },
     async addClient ({ secret, ...c }) {
       await store.createClient({
-        secret_digest: secret === undefined ? null : secretDigest(secret),
+        secretDigest: secret === undefined ? null : secretDigest(secret),
         delivery: 'body',
         grants: 'password refresh_token',
         scopes: '',
         origins: '',
-        access_ttl: null,
-        idle_ttl: null,
-        session_ttl: null,
+        accessTtl: null,
+        idleTtl: null,
+        sessionTtl: null,
         now: clock.now(),
         ...c
       })

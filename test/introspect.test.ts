@@ -53,10 +53,10 @@ t.test('a live refresh token: active, with its session\'s facts', async (t) => {
   t.same(body, {
     active: true,
     client_id: 'svc',
-    sub: session?.user_id,
+    sub: session?.userId,
     scope: session?.scope,
     sid: session?.id,
-    exp: Math.floor((session?.expires_at as number) / 1000),
+    exp: Math.floor((session?.expiresAt as number) / 1000),
     iat: Math.floor(h.clock.now() / 1000),
     token_type: 'refresh_token'
   }, 'exp is the session\'s absolute expiry, iat when this generation was issued')
@@ -96,7 +96,7 @@ t.test('everything else is exactly { active: false }', async (t) => {
 
   const e = await svcLogin(h)
   const alice = await store.findUserByUsername('alice')
-  await store.setUserDisabled(alice?.id as string, true, h.clock.now(), [])
+  await store.setUserDisabled({ userId: alice?.id as string, disabled: true, now: h.clock.now(), events: [] })
   t.same(await introspect(h, e.access_token), INACTIVE, 'a disabled user\'s access token')
   t.same(await introspect(h, e.refresh_token), INACTIVE, 'a disabled user\'s refresh token')
 })

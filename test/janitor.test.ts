@@ -45,13 +45,13 @@ t.test('pruning removes exactly the sessions past their absolute expiry, and reu
   const old = await h.login()
   await rotate(h, old.refresh_token as string, 2)
   const oldRevoked = await h.login()
-  await store.revokeSession(sidOf(oldRevoked.access_token), 'logout', h.clock.now(), [])
+  await store.revokeSession({ sessionId: sidOf(oldRevoked.access_token), reason: 'logout', now: h.clock.now(), events: [] })
 
   // Day 5: `idle` (goes idle on day 8, within its absolute lifetime), `revoked`, and `live`.
   h.clock.advance(5 * DAY)
   const idle = await h.login()
   const revoked = await h.login()
-  await store.revokeSession(sidOf(revoked.access_token), 'logout', h.clock.now(), [])
+  await store.revokeSession({ sessionId: sidOf(revoked.access_token), reason: 'logout', now: h.clock.now(), events: [] })
   const live = await h.login()
   h.clock.advance(HOUR)
   const liveChain = await rotate(h, live.refresh_token as string, 3)
@@ -70,7 +70,7 @@ t.test('pruning removes exactly the sessions past their absolute expiry, and reu
   t.same(await store.lineage(sidOf(old.access_token)), [], 'with its lineage (ON DELETE CASCADE)')
   for (const kept of [idle, revoked, live]) t.ok(await store.findSession(sidOf(kept.access_token)), 'sessions within their absolute lifetime stay, idle and revoked ones too')
   t.equal(await count(h, 'refresh_tokens'), 7, 'their lineage stays whole')
-  t.same((await store.lineage(sidOf(live.access_token))).map((x) => x.used_at !== null), [true, true, true, true, false], 'consumed tokens of the live session are kept')
+  t.same((await store.lineage(sidOf(live.access_token))).map((x) => x.usedAt !== null), [true, true, true, true, false], 'consumed tokens of the live session are kept')
 
   const pruned = await refresh(h, old.refresh_token as string)
   t.equal(pruned.body.error, 'invalid_grant', 'a pruned token is refused')
@@ -169,10 +169,10 @@ t.test('the server runs the janitor on an unref\'d timer, logs what it pruned, a
   t.equal(app.tokenlineJanitor.scheduled, true)
 
   const store = app.tokenline.store
-  await store.createUser({ id: 'u1', username: 'alice', password_hash: 'x', now: clock.now() })
-  await store.createClient({ id: 'cli', secret_digest: null, delivery: 'body', grants: 'password refresh_token', scopes: '', origins: '', access_ttl: null, idle_ttl: null, session_ttl: null, now: clock.now() })
-  const meta = { ip: '127.0.0.1', user_agent: 'x', device_id: null }
-  await store.startSession({ id: 's1', user_id: 'u1', client_id: 'cli', scope: '', meta, now: clock.now(), idle_expires_at: clock.now() + HOUR * 1000, expires_at: clock.now() + HOUR * 1000, token_digest: Buffer.alloc(32, 1), events: [] })
+  await store.createUser({ id: 'u1', username: 'alice', passwordHash: 'x', now: clock.now() })
+  await store.createClient({ id: 'cli', secretDigest: null, delivery: 'body', grants: 'password refresh_token', scopes: '', origins: '', accessTtl: null, idleTtl: null, sessionTtl: null, now: clock.now() })
+  const meta = { ip: '127.0.0.1', userAgent: 'x', deviceId: null }
+  await store.startSession({ id: 's1', userId: 'u1', clientId: 'cli', scope: '', meta, now: clock.now(), idleExpiresAt: clock.now() + HOUR * 1000, expiresAt: clock.now() + HOUR * 1000, tokenDigest: Buffer.alloc(32, 1), events: [] })
   clock.advance(HOUR)
   timer?.fn()
   await app.tokenlineJanitor.run() // joins the pass the tick started

@@ -74,7 +74,7 @@ for (const alg of ['ES256', 'EdDSA', 'RS256'] as const) {
     t.equal(payload.scope, 'read write')
     t.equal(payload.exp! - payload.iat!, body.expires_in)
     const session = await h.app.tokenline.store.findSession(payload.sid as string)
-    t.equal(session?.user_id, alice, 'sid names the session just started')
+    t.equal(session?.userId, alice, 'sid names the session just started')
 
     // A pinned verifier refuses the same token under any other algorithm.
     await t.rejects(jwtVerify(body.access_token, createLocalJWKSet(jwks.body as unknown as JSONWebKeySet), {

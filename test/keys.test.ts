@@ -95,7 +95,7 @@ for (const alg of ['ES256', 'EdDSA', 'RS256'] as Algorithm[]) {
 
 t.test('the retired key stays as long as the longest per-client access-token lifetime', async (t) => {
   const h = await build(t, { accessTokenTtl: 300 })
-  await h.addClient({ id: 'long', access_ttl: 3600 })
+  await h.addClient({ id: 'long', accessTtl: 3600 })
   const res = await h.token({ grant_type: 'password', client_id: 'long', username: 'alice', password: PASSWORD })
   const token = res.json().access_token as string
   const r = await rotateKeys(h.app.tokenline.store, h.app.tokenline.opts, h.clock.now())

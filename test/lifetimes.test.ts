@@ -37,8 +37,8 @@ t.test('the absolute lifetime: refreshing every 50 min works until 8 h and not a
   token = at750.body.refresh_token as string
 
   const session = await store.findSession(sid(login))
-  t.equal(session?.expires_at, start + 8 * HOUR * 1000, 'rotation never moved the absolute expiry')
-  t.equal(session?.idle_expires_at, start + 8 * HOUR * 1000, 'the idle deadline is capped at the absolute one, not 8 h 50 m')
+  t.equal(session?.expiresAt, start + 8 * HOUR * 1000, 'rotation never moved the absolute expiry')
+  t.equal(session?.idleExpiresAt, start + 8 * HOUR * 1000, 'the idle deadline is capped at the absolute one, not 8 h 50 m')
 
   h.clock.advance(10 * MIN - 0.001)
   const justBefore = await refresh(h, token)
@@ -93,7 +93,7 @@ t.test('access token exp is iat + accessTokenTtl', async (t) => {
 
 t.test('per-client lifetimes override the server defaults', async (t) => {
   const h = await build(t, LIMITS)
-  await h.addClient({ id: 'short', scopes: 'read', access_ttl: 60, idle_ttl: 10 * MIN, session_ttl: 30 * MIN })
+  await h.addClient({ id: 'short', scopes: 'read', accessTtl: 60, idleTtl: 10 * MIN, sessionTtl: 30 * MIN })
   const start = h.clock.now()
 
   const login = await h.login({ client: 'short' })
@@ -101,8 +101,8 @@ t.test('per-client lifetimes override the server defaults', async (t) => {
   const claims = decodeJwt(login.access_token).payload
   t.equal((claims.exp as number) - (claims.iat as number), 60, 'access_ttl: exp - iat')
   const session = await h.app.tokenline.store.findSession(sid(login))
-  t.equal(session?.expires_at, start + 30 * MIN * 1000, 'session_ttl sets the absolute expiry')
-  t.equal(session?.idle_expires_at, start + 10 * MIN * 1000, 'idle_ttl sets the idle deadline')
+  t.equal(session?.expiresAt, start + 30 * MIN * 1000, 'session_ttl sets the absolute expiry')
+  t.equal(session?.idleExpiresAt, start + 10 * MIN * 1000, 'idle_ttl sets the idle deadline')
 
   const idle = await h.login({ client: 'short' })
   let token = login.refresh_token as string
@@ -127,7 +127,7 @@ t.test('per-client lifetimes override the server defaults', async (t) => {
   const other = await h.login()
   t.equal(other.expires_in, 900, 'cli keeps the default access token lifetime')
   const otherSession = await h.app.tokenline.store.findSession(sid(other))
-  t.equal((otherSession?.expires_at ?? 0) - h.clock.now(), 8 * HOUR * 1000, 'and the server session lifetime')
+  t.equal((otherSession?.expiresAt ?? 0) - h.clock.now(), 8 * HOUR * 1000, 'and the server session lifetime')
   assertLineage(t, h.dbFile)
 })
 

@@ -25,7 +25,7 @@ const refused = async (p: Promise<unknown>): Promise<boolean> => await p.then(()
 t.test('60 parallel password grants (cap 2) while a session keeps refreshing', async (t) => {
   const h = await build(t, { argon2: PROD_ARGON2, argon2Concurrency: 2, throttlePassword: 20, throttleFailures: 60 })
   // alice's hash is made with production parameters, so every verify costs what it would in production.
-  await h.app.tokenline.store.setPasswordHash((await h.app.tokenline.store.findUserByUsername('alice'))!.id, await createPasswords(PROD_ARGON2).hash(PASSWORD), h.clock.now(), null, [])
+  await h.app.tokenline.store.setPasswordHash({ userId: (await h.app.tokenline.store.findUserByUsername('alice'))!.id, passwordHash: await createPasswords(PROD_ARGON2).hash(PASSWORD), now: h.clock.now(), events: [] })
   await h.addUser('bob')
   let rt = (await h.login()).refresh_token as string
 
@@ -122,6 +122,6 @@ t.test('an outdated hash is still upgraded on login, through the gate', async (t
   const h = await build(t, { argon2: PROD_ARGON2, argon2Concurrency: 1 })
   t.equal((await h.login()).token_type, 'Bearer')
   const alice = await h.app.tokenline.store.findUserByUsername('alice')
-  t.match(alice?.password_hash, /^\$argon2id\$v=19\$m=19456,t=2,p=1\$/, 'rehashed with the current parameters')
+  t.match(alice?.passwordHash, /^\$argon2id\$v=19\$m=19456,t=2,p=1\$/, 'rehashed with the current parameters')
   t.equal((await h.login()).token_type, 'Bearer', 'and the new hash verifies')
 })

@@ -56,7 +56,7 @@ t.test('success: exactly the RFC 6749 §5.1 members, expires_in matching the JWT
   t.match(String(web.headers['set-cookie']), /^__Secure-tokenline-rt=tlrt_/)
 
   // A per-client access lifetime shows in both expires_in and the JWT.
-  await h.addClient({ id: 'short', access_ttl: 60 })
+  await h.addClient({ id: 'short', accessTtl: 60 })
   const short = await h.login({ client: 'short' })
   const p2 = decodeJwt(short.access_token).payload
   t.equal(short.expires_in, 60)
@@ -98,7 +98,7 @@ t.test('scope: default, subset, refused', async (t) => {
 t.test('unknown user, wrong password and disabled user are indistinguishable', async (t) => {
   const h = await build(t)
   const carolId = await h.addUser('carol')
-  await h.app.tokenline.store.setUserDisabled(carolId, true, h.clock.now(), [])
+  await h.app.tokenline.store.setUserDisabled({ userId: carolId, disabled: true, now: h.clock.now(), events: [] })
   const verifies = countVerifies(h)
   const attempts = {
     unknown: await h.token({ ...LOGIN, username: 'nobody', password: PASSWORD }),
@@ -196,7 +196,7 @@ t.test('hashes are re-made with the configured parameters on the next successful
   t.equal((await h.login()).token_type, 'Bearer')
   const after = userRow(h, 'alice').password_hash
   t.match(after, /^\$argon2id\$v=19\$m=2048,t=2,p=1\$/, 'upgraded to the configured parameters')
-  const events = await h.app.tokenline.store.listEvents({ user_id: userRow(h, 'alice').id })
+  const events = await h.app.tokenline.store.listEvents({ userId: userRow(h, 'alice').id })
   t.ok(events.some((e) => e.type === 'password_rehashed'), 'the upgrade is recorded')
 
   t.equal((await h.login()).token_type, 'Bearer', 'the same password still works')

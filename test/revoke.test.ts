@@ -24,7 +24,7 @@ async function family (h: Harness): Promise<{ rts: string[], at: string }> {
 }
 
 async function revokedReason (h: Harness, sid: string): Promise<string | null | undefined> {
-  return (await h.app.tokenline.store.findSession(sid))?.revoked_reason
+  return (await h.app.tokenline.store.findSession(sid))?.revokedReason
 }
 
 t.test('revoking the live refresh token ends the session: every member of the family is refused', async (t) => {
@@ -49,10 +49,10 @@ t.test('revoking the live refresh token ends the session: every member of the fa
   t.equal((await sessionsApi(h, 'GET', '/sessions', at)).statusCode, 401, 'the session\'s access token is refused by the sessions API')
   t.equal((await refresh(h, other.refresh_token as string)).status, 200, 'the user\'s other session lives on')
 
-  const events = await h.app.tokenline.store.listEvents({ session_id: sidOf(at) })
+  const events = await h.app.tokenline.store.listEvents({ sessionId: sidOf(at) })
   const revoked = events.filter((e) => e.type === 'session_revoked')
   t.equal(revoked.length, 1, 'one session_revoked event')
-  t.match(revoked[0], { reason: 'logout', client_id: 'cli', ip: '127.0.0.1', detail: /"token_type":"refresh_token"/ })
+  t.match(revoked[0], { reason: 'logout', clientId: 'cli', ip: '127.0.0.1', detail: /"token_type":"refresh_token"/ })
 })
 
 t.test('revoking a consumed refresh token, or an access token, ends the session too', async (t) => {
@@ -102,7 +102,7 @@ t.test('unknown, malformed, expired and already revoked tokens get a quiet 200 a
   const gone = await h.login()
   t.equal((await revoke(h, { client_id: 'cli', token: gone.refresh_token as string })).statusCode, 200)
   t.equal((await revoke(h, { client_id: 'cli', token: gone.refresh_token as string })).statusCode, 200, 'revoking twice is still 200')
-  const revokedEvents = (await store.listEvents({ session_id: sidOf(gone.access_token) })).filter((e) => e.type === 'session_revoked')
+  const revokedEvents = (await store.listEvents({ sessionId: sidOf(gone.access_token) })).filter((e) => e.type === 'session_revoked')
   t.equal(revokedEvents.length, 1, 'and records the revocation once')
 })
 
@@ -172,7 +172,7 @@ t.test('another client\'s token: 400 to a confidential client, a silent 200 to a
   t.equal(svcNext.statusCode, 200, 'svc\'s token still works')
 
   const alice = await store.findUserByUsername('alice')
-  const refused = (await store.listEvents({ user_id: alice?.id as string })).filter((e) => e.type === 'revocation_refused')
+  const refused = (await store.listEvents({ userId: alice?.id as string })).filter((e) => e.type === 'revocation_refused')
   t.equal(refused.length, 4, 'every refused attempt is on the audit trail')
   t.ok(refused.every((e) => e.reason === 'client_mismatch'))
 

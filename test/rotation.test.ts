@@ -33,8 +33,8 @@ t.test('each refresh returns a new token and consumes the old one', async (t) =>
   }
   const lineage = await h.app.tokenline.store.lineage(sid(login))
   t.same(lineage.map((tok) => tok.generation), [0, 1, 2, 3], 'one lineage, four generations')
-  t.same(lineage.map((tok) => tok.used_at !== null), [true, true, true, false], 'every token but the newest is consumed')
-  t.same(lineage.map((tok) => tok.parent_generation), [null, 0, 1, 2], 'each token names its parent')
+  t.same(lineage.map((tok) => tok.usedAt !== null), [true, true, true, false], 'every token but the newest is consumed')
+  t.same(lineage.map((tok) => tok.parentGeneration), [null, 0, 1, 2], 'each token names its parent')
   assertLineage(t, h.dbFile)
 })
 
@@ -66,13 +66,13 @@ t.test('replaying a consumed token revokes the whole session, the newest token i
   }
 
   const session = await store.findSession(sid(login))
-  t.equal(session?.revoked_reason, 'reuse_detected', 'the session is revoked for reuse')
-  const events = await store.listEvents({ session_id: sid(login) })
+  t.equal(session?.revokedReason, 'reuse_detected', 'the session is revoked for reuse')
+  const events = await store.listEvents({ sessionId: sid(login) })
   const reuse = events.filter((e) => e.type === 'reuse_detected')
   t.equal(reuse.length, 1, 'one reuse event, for the first replay only')
   t.same(JSON.parse(reuse[0]?.detail ?? 'null'), { replayed: 0, live: 3 }, 'the event names the replayed and the live generation')
-  t.equal(reuse[0]?.user_id, session?.user_id)
-  t.equal(reuse[0]?.client_id, 'cli')
+  t.equal(reuse[0]?.userId, session?.userId)
+  t.equal(reuse[0]?.clientId, 'cli')
   t.notMatch(JSON.stringify(events), /tlrt_/, 'no event carries a token')
   t.ok(events.some((e) => e.type === 'session_revoked' && e.reason === 'reuse_detected'), 'the revocation is recorded with its reason')
 
@@ -128,7 +128,7 @@ t.test('a wider scope is refused and consumes nothing', async (t) => {
     t.equal(wide.body.refresh_token, undefined)
   }
   const lineage = await h.app.tokenline.store.lineage(sid(login))
-  t.same(lineage.map((tok) => tok.used_at), [null], 'the token was not consumed')
+  t.same(lineage.map((tok) => tok.usedAt), [null], 'the token was not consumed')
 
   // Past the grace window, so only an unconsumed token could still succeed.
   h.clock.advance(GRACE + 1)
@@ -160,7 +160,7 @@ t.test('a refresh token only works for the client it was issued to', async (t) =
   // Another client's attempt says nothing about who holds the token: the owner keeps its session.
   h.clock.advance(GRACE + 1)
   const session = await h.app.tokenline.store.findSession(sid(login))
-  t.equal(session?.revoked_at, null, 'the session is not revoked')
+  t.equal(session?.revokedAt, null, 'the session is not revoked')
   const owner = await refresh(h, token)
   t.equal(owner.status, 200, 'the owner can still refresh with the same token')
   assertLineage(t, h.dbFile)
@@ -172,7 +172,7 @@ t.test("a disabled user's refresh fails, and keeps failing once re-enabled", asy
   const login = await h.login()
   const alice = await store.findUserByUsername('alice')
   if (alice === undefined) throw new Error('seeded user missing')
-  await store.setUserDisabled(alice.id, true, h.clock.now(), [])
+  await store.setUserDisabled({ userId: alice.id, disabled: true, now: h.clock.now(), events: [] })
 
   const r = await refresh(h, login.refresh_token as string)
   t.equal(r.status, 400)
@@ -180,7 +180,7 @@ t.test("a disabled user's refresh fails, and keeps failing once re-enabled", asy
   t.equal(r.body.reason, 'account_disabled', 'the reason says why')
 
   // Disabling ended the sessions (ASVS 5.0 7.4.2); enabling the account does not bring them back.
-  await store.setUserDisabled(alice.id, false, h.clock.now(), [])
+  await store.setUserDisabled({ userId: alice.id, disabled: false, now: h.clock.now(), events: [] })
   const after = await refresh(h, login.refresh_token as string)
   t.equal(after.status, 400, 'the old session stays dead')
   t.equal(after.body.error, 'invalid_grant')

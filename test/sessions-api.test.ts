@@ -37,7 +37,7 @@ t.test('GET /sessions lists the caller\'s live sessions, marks the current one, 
   const phone = await loginAs(h, PHONE_UA, '203.0.113.9')
   await loginAs(h, PHONE_UA, '203.0.113.9', 'bob')
   const gone = await loginAs(h, PHONE_UA)
-  await h.app.tokenline.store.revokeSession(sidOf(gone.access_token), 'logout', h.clock.now(), [])
+  await h.app.tokenline.store.revokeSession({ sessionId: sidOf(gone.access_token), reason: 'logout', now: h.clock.now(), events: [] })
 
   // The phone moves to another network (IP policy `log`): the list shows where it was seen last.
   h.clock.advance(60)
@@ -116,12 +116,12 @@ t.test('DELETE /sessions/:id ends one of the caller\'s sessions at once', async 
     t.equal(r.statusCode, 404, `${name as string} session: 404`)
     t.match(r.json(), { error: 'invalid_request', error_description: 'no such session' })
   }
-  t.equal((await h.app.tokenline.store.findSession(sidOf(bob.access_token)))?.revoked_at, null, 'bob\'s session is untouched')
+  t.equal((await h.app.tokenline.store.findSession(sidOf(bob.access_token)))?.revokedAt, null, 'bob\'s session is untouched')
   t.equal((await list(t, h, bob.access_token)).length, 1)
 
-  const events = await h.app.tokenline.store.listEvents({ session_id: sidOf(b.access_token) })
-  t.match(events.find((e) => e.type === 'session_revoked'), { reason: 'user_revoked', client_id: 'cli', detail: new RegExp(sidOf(a.access_token)) })
-  t.equal((await h.app.tokenline.store.listEvents({ user_id: bobId })).filter((e) => e.type === 'session_revoked').length, 0)
+  const events = await h.app.tokenline.store.listEvents({ sessionId: sidOf(b.access_token) })
+  t.match(events.find((e) => e.type === 'session_revoked'), { reason: 'user_revoked', clientId: 'cli', detail: new RegExp(sidOf(a.access_token)) })
+  t.equal((await h.app.tokenline.store.listEvents({ userId: bobId })).filter((e) => e.type === 'session_revoked').length, 0)
 
   // Ending the current session is allowed; its token stops working with it.
   t.equal((await sessionsApi(h, 'DELETE', `/sessions/${sidOf(a.access_token)}`, a.access_token)).statusCode, 204)
@@ -205,7 +205,7 @@ t.test('a password change and a disabled account end every session, and their ac
   t.equal((await refresh(h, alice[0]?.refresh_token as string)).body.reason, 'session_revoked')
   t.equal((await sessionsApi(h, 'GET', '/sessions', bob.access_token)).statusCode, 200, 'other users keep their sessions')
   const aliceRow = await h.app.tokenline.store.findUserByUsername('alice')
-  const revoked = (await h.app.tokenline.store.listEvents({ user_id: aliceRow?.id as string })).filter((e) => e.type === 'session_revoked')
+  const revoked = (await h.app.tokenline.store.listEvents({ userId: aliceRow?.id as string })).filter((e) => e.type === 'session_revoked')
   t.same(revoked.map((e) => e.reason), ['password_changed', 'password_changed', 'password_changed'])
 
   const again = await h.login({ password: 'a brand new passphrase' })

@@ -413,8 +413,8 @@ function parseResponse (text: string): { status: number, headers: Record<string,
 t.test('HTTP framing on a real socket (standalone server)', async (t) => {
   const app: FastifyInstance = await buildServer({ database: join(tempDir(t), 'tokenline.db'), argon2: CHEAP_ARGON2, logEvents: false }, { trustProxy: false, logLevel: 'silent' })
   t.teardown(() => app.close())
-  await app.tokenline.store.createUser({ id: randomId(), username: 'alice', password_hash: await createPasswords(CHEAP_ARGON2).hash(PASSWORD), now: Date.now() })
-  await app.tokenline.store.createClient({ id: 'cli', secret_digest: null, delivery: 'body', grants: 'password refresh_token', scopes: '', origins: '', access_ttl: null, idle_ttl: null, session_ttl: null, now: Date.now() })
+  await app.tokenline.store.createUser({ id: randomId(), username: 'alice', passwordHash: await createPasswords(CHEAP_ARGON2).hash(PASSWORD), now: Date.now() })
+  await app.tokenline.store.createClient({ id: 'cli', secretDigest: null, delivery: 'body', grants: 'password refresh_token', scopes: '', origins: '', accessTtl: null, idleTtl: null, sessionTtl: null, now: Date.now() })
   await app.listen({ port: 0, host: '127.0.0.1' })
   const port = (app.server.address() as { port: number }).port
   const login = form(LOGIN)

@@ -1,14 +1,21 @@
+import type {
+  Client, LoginFailures, NewSession, NewSigningKey, PruneResult, PublicSigningKey, RefreshInput, RefreshResult, RefreshState,
+  RefreshTokenRecord, RefreshVerdict, SecurityEvent, Session, SessionView, SigningKey, Store, StoredSecurityEvent, User
+} from '../store.js'
+import { StoreError } from '../store.js'
 import type { DB } from './database.js'
 
 /*
- * The only module with SQL. Every operation is an atomic unit; every multi-step write runs in one
- * `BEGIN IMMEDIATE` transaction, so two processes on one file serialise on the write lock instead of
- * failing a read→write upgrade with SQLITE_BUSY. Methods return promises so that a second, asynchronous
- * implementation (PostgreSQL) can sit behind the same interface; this one never awaits inside a
- * transaction.
+ * The SQLite store (db/store.ts has the contract), and the only module with SQL. Every multi-step
+ * write runs in one `BEGIN IMMEDIATE` transaction, so two processes on one file serialise on the write
+ * lock instead of failing a read→write upgrade with SQLITE_BUSY. better-sqlite3 is synchronous: the
+ * methods return promises for the interface's sake, and nothing ever awaits inside a transaction.
+ *
+ * Rows keep the schema's snake_case names (migrations/*.sql) and never leave this module: each one
+ * read is mapped to its domain type here, once.
  */
 
-export interface UserRow {
+interface UserRow {
   id: string
   username: string
   password_hash: string
@@ -17,10 +24,10 @@ export interface UserRow {
   updated_at: number
 }
 
-export interface ClientRow {
+interface ClientRow {
   id: string
   secret_digest: Buffer | null
-  delivery: 'cookie' | 'body' | 'both'
+  delivery: Client['delivery']
   grants: string
   scopes: string
   origins: string
@@ -30,7 +37,7 @@ export interface ClientRow {
   created_at: number
 }
 
-export interface SessionRow {
+interface SessionRow {
   id: string
   user_id: string
   client_id: string
@@ -47,7 +54,12 @@ export interface SessionRow {
   revoked_reason: string | null
 }
 
-export interface TokenRow {
+interface SessionViewRow extends SessionRow {
+  last_ip: string | null
+  last_user_agent: string | null
+}
+
+interface TokenRow {
   digest: Buffer
   session_id: string
   generation: number
@@ -62,7 +74,7 @@ export interface TokenRow {
   successor_sealed: Buffer | null
 }
 
-export interface KeyRow {
+interface KeyRow {
   kid: string
   alg: string
   private_pem: string
@@ -72,78 +84,22 @@ export interface KeyRow {
   expires_at: number | null
 }
 
-export interface EventInput {
-  type: string
-  user_id?: string | null
-  session_id?: string | null
-  client_id?: string | null
-  ip?: string | null
-  user_agent?: string | null
-  reason?: string | null
-  detail?: Record<string, unknown> | null
-}
+type PublicKeyRow = Omit<KeyRow, 'private_pem'>
 
-export interface EventRow extends Required<Omit<EventInput, 'detail'>> {
+interface EventRow {
   id: number
   at: number
+  type: string
+  user_id: string | null
+  session_id: string | null
+  client_id: string | null
+  ip: string | null
+  user_agent: string | null
+  reason: string | null
   detail: string | null
 }
 
-export interface RequestMeta {
-  ip: string
-  user_agent: string
-  device_id: string | null
-}
-
-export interface NewSession {
-  id: string
-  user_id: string
-  client_id: string
-  scope: string
-  meta: RequestMeta
-  now: number
-  idle_expires_at: number
-  expires_at: number
-  token_digest: Buffer
-  events: EventInput[]
-}
-
-export interface RefreshState {
-  token: TokenRow
-  session: SessionRow
-  user: UserRow
-}
-
-/** What the refresh grant decided, inside the transaction, from the state it was shown. */
-export type RefreshDecision =
-  | { kind: 'reject', revoke?: string, events: EventInput[], reason: string, description: string }
-  | { kind: 'rotate', idle_expires_at: number, events: EventInput[] }
-  | { kind: 'replay', events: EventInput[] }
-
-export interface RefreshInput {
-  digest: Buffer
-  now: number
-  meta: RequestMeta
-  child_digest: Buffer
-  /** The child token sealed under the presented one (see server/tokens/refresh-format.ts). */
-  sealed: Buffer
-  decide: (state: RefreshState) => RefreshDecision
-}
-
-export type RefreshResult =
-  | { kind: 'not_found' }
-  | { kind: 'rejected', decision: Extract<RefreshDecision, { kind: 'reject' }>, state: RefreshState }
-  | { kind: 'rotated', state: RefreshState, generation: number, events: EventInput[] }
-  | { kind: 'replayed', state: RefreshState, sealed: Buffer, events: EventInput[] }
-
-/** A session with the network facts of the last request seen on it (the one its newest token was issued to). */
-export interface SessionView extends SessionRow {
-  last_ip: string | null
-  last_user_agent: string | null
-}
-
-/** Password failures of one account name from one source (see db/migrations/003-login-failures.sql). */
-export interface LoginFailureRow {
+interface LoginFailureRow {
   username: string
   source: string
   failures: number
@@ -151,99 +107,99 @@ export interface LoginFailureRow {
   updated_at: number
 }
 
-export interface LoginFailureInput {
-  username: string
-  source: string
-  now: number
-  /** Rows whose last failure is older than this are forgotten (deleted) along the way. */
-  forgetBefore: number
-  /** Runs inside the transaction: the row's next state (from the stored one) and the events to record. */
-  decide: (prev: LoginFailureRow | undefined) => { failures: number, locked_until: number, events: EventInput[] }
-}
+const toUser = (r: UserRow): User => ({
+  id: r.id,
+  username: r.username,
+  passwordHash: r.password_hash,
+  disabledAt: r.disabled_at,
+  createdAt: r.created_at,
+  updatedAt: r.updated_at
+})
 
-/** What one janitor batch deleted. */
-export interface PruneResult {
-  sessions: number
-  tokens: number
-}
+const toClient = (r: ClientRow): Client => ({
+  id: r.id,
+  secretDigest: r.secret_digest,
+  delivery: r.delivery,
+  grants: r.grants,
+  scopes: r.scopes,
+  origins: r.origins,
+  accessTtl: r.access_ttl,
+  idleTtl: r.idle_ttl,
+  sessionTtl: r.session_ttl,
+  createdAt: r.created_at
+})
 
-export interface Store {
-  createUser: (u: { id: string, username: string, password_hash: string, now: number }) => Promise<void>
-  findUserByUsername: (username: string) => Promise<UserRow | undefined>
-  findUserById: (id: string) => Promise<UserRow | undefined>
-  listUsers: () => Promise<UserRow[]>
-  /** Sets a new hash; with `revokeReason` also revokes every live session of the user, in one transaction. */
-  setPasswordHash: (userId: string, hash: string, now: number, revokeReason: string | null, events: EventInput[]) => Promise<number>
-  /** Disables (revoking all live sessions) or enables a user. Returns the number of sessions revoked. */
-  setUserDisabled: (userId: string, disabled: boolean, now: number, events: EventInput[]) => Promise<number>
+const toSession = (r: SessionRow): Session => ({
+  id: r.id,
+  userId: r.user_id,
+  clientId: r.client_id,
+  scope: r.scope,
+  generation: r.generation,
+  userAgent: r.user_agent,
+  ip: r.ip,
+  deviceId: r.device_id,
+  createdAt: r.created_at,
+  lastUsedAt: r.last_used_at,
+  idleExpiresAt: r.idle_expires_at,
+  expiresAt: r.expires_at,
+  revokedAt: r.revoked_at,
+  revokedReason: r.revoked_reason
+})
 
-  createClient: (c: Omit<ClientRow, 'created_at'> & { now: number }) => Promise<void>
-  findClient: (id: string) => Promise<ClientRow | undefined>
-  listClients: () => Promise<ClientRow[]>
-  /** Whether any client lists `origin` (exactly) among its allowed browser origins. */
-  originAllowed: (origin: string) => Promise<boolean>
+const toSessionView = (r: SessionViewRow): SessionView => ({ ...toSession(r), lastIp: r.last_ip, lastUserAgent: r.last_user_agent })
 
-  /** Inserts `make()`'s key unless a live key of that algorithm exists; returns the newest live key. */
-  ensureSigningKey: (alg: string, make: () => Omit<KeyRow, 'created_at' | 'retired_at' | 'expires_at'>, now: number) => Promise<KeyRow>
-  /** Keys still published in the JWKS at `now` (not past their expiry). */
-  publishedKeys: (now: number) => Promise<KeyRow[]>
-  /** Every stored key, newest first, without its private part (`tokenline keys list`). */
-  listKeys: () => Promise<Array<Omit<KeyRow, 'private_pem'>>>
-  /**
-   * `tokenline keys rotate`, in one transaction: deletes keys already past their expiry, retires every
-   * signing key (published until `retiredExpiresAt`) and inserts `key` as the signing key.
-   * Returns the keys it retired.
-   */
-  rotateSigningKey: (key: Omit<KeyRow, 'created_at' | 'retired_at' | 'expires_at'>, now: number, retiredExpiresAt: number) => Promise<Array<Omit<KeyRow, 'private_pem'>>>
-  /** The longest per-client access-token lifetime override, s; null when no client overrides it. */
-  longestClientAccessTtl: () => Promise<number | null>
-  /** A short fingerprint of the key table; it changes whenever a key is added, retired or deleted. */
-  keysVersion: () => Promise<string>
-  /** Proves the database answers a query; returns its schema version (`PRAGMA user_version`). */
-  health: () => Promise<{ schemaVersion: number }>
-  /** Number of sessions usable at `now`: not revoked, not past their idle or absolute expiry. */
-  countLiveSessions: (now: number) => Promise<number>
+const toToken = (r: TokenRow): RefreshTokenRecord => ({
+  digest: r.digest,
+  sessionId: r.session_id,
+  generation: r.generation,
+  parentGeneration: r.parent_generation,
+  issuedAt: r.issued_at,
+  issuedIp: r.issued_ip,
+  issuedUserAgent: r.issued_user_agent,
+  usedAt: r.used_at,
+  usedIp: r.used_ip,
+  usedUserAgent: r.used_user_agent,
+  usedDeviceId: r.used_device_id,
+  successorSealed: r.successor_sealed
+})
 
-  startSession: (s: NewSession) => Promise<void>
-  refresh: (input: RefreshInput) => Promise<RefreshResult>
-  findSession: (id: string) => Promise<SessionRow | undefined>
-  revokeSession: (id: string, reason: string, now: number, events: EventInput[]) => Promise<boolean>
+const toPublicKey = (r: PublicKeyRow): PublicSigningKey => ({
+  kid: r.kid,
+  alg: r.alg,
+  publicJwk: r.public_jwk,
+  createdAt: r.created_at,
+  retiredAt: r.retired_at,
+  expiresAt: r.expires_at
+})
 
-  /** A refresh token with its session and user, read only (revocation, introspection); undefined if never issued. */
-  findRefreshToken: (digest: Buffer) => Promise<RefreshState | undefined>
-  /** The user's usable sessions at `now` (not revoked, not past either expiry), newest first. */
-  liveSessions: (userId: string, now: number) => Promise<SessionView[]>
-  /** Every stored session of the user, whatever its state, newest first. */
-  sessionsOfUser: (userId: string) => Promise<SessionView[]>
-  /**
-   * Revokes every unrevoked, unexpired session of the user except `except`, in one immediate
-   * transaction; pushes a `session_revoked` event per session onto `events` (recorded with them).
-   */
-  revokeUserSessions: (userId: string, reason: string, now: number, except: string | null, events: EventInput[], who?: Omit<EventInput, 'type'>) => Promise<number>
-  /** Deletes up to `limit` sessions whose absolute expiry is at or before `before`, and their lineage. */
-  pruneSessions: (before: number, limit: number) => Promise<PruneResult>
-  /** Deletes up to `limit` of the oldest security events recorded before `before`. */
-  pruneEvents: (before: number, limit: number) => Promise<number>
+const toKey = (r: KeyRow): SigningKey => ({ ...toPublicKey(r), privatePem: r.private_pem })
 
-  /** The failure counter of a normalised username from one source; undefined if it has none. */
-  loginFailures: (username: string, source: string) => Promise<LoginFailureRow | undefined>
-  /** Counts one failed password attempt, in one immediate transaction with its events. */
-  recordLoginFailure: (input: LoginFailureInput) => Promise<LoginFailureRow>
-  /** Clears the counter of one source, or every source with `null` (an operator's unlock). Returns rows deleted. */
-  clearLoginFailures: (username: string, source: string | null, now: number, events: EventInput[]) => Promise<number>
-  /** Whether any session of the user (whatever its state now) was started with this device id. */
-  deviceKnown: (userId: string, deviceId: string) => Promise<boolean>
+const toEvent = (r: EventRow): StoredSecurityEvent => ({
+  id: r.id,
+  at: r.at,
+  type: r.type,
+  userId: r.user_id,
+  sessionId: r.session_id,
+  clientId: r.client_id,
+  ip: r.ip,
+  userAgent: r.user_agent,
+  reason: r.reason,
+  detail: r.detail
+})
 
-  recordEvents: (events: EventInput[], now: number) => Promise<void>
-  listEvents: (filter: { user_id?: string, session_id?: string, limit?: number }) => Promise<EventRow[]>
-  lineage: (sessionId: string) => Promise<TokenRow[]>
+const toLoginFailures = (r: LoginFailureRow): LoginFailures => ({
+  username: r.username,
+  source: r.source,
+  failures: r.failures,
+  lockedUntil: r.locked_until,
+  updatedAt: r.updated_at
+})
 
-  close: () => void
-}
+const maybe = <R, T>(row: R | undefined, map: (r: R) => T): T | undefined => (row === undefined ? undefined : map(row))
 
 export function createStore (db: DB): Store {
   const q = {
-    insertUser: db.prepare('INSERT INTO users (id, username, password_hash, created_at, updated_at) VALUES (@id, @username, @password_hash, @now, @now)'),
+    insertUser: db.prepare('INSERT INTO users (id, username, password_hash, created_at, updated_at) VALUES (@id, @username, @passwordHash, @now, @now)'),
     userByName: db.prepare<[string], UserRow>('SELECT * FROM users WHERE username = ?'),
     userById: db.prepare<[string], UserRow>('SELECT * FROM users WHERE id = ?'),
     users: db.prepare<[], UserRow>('SELECT * FROM users ORDER BY username'),
@@ -251,18 +207,18 @@ export function createStore (db: DB): Store {
     setDisabled: db.prepare('UPDATE users SET disabled_at = ?, updated_at = ? WHERE id = ?'),
 
     insertClient: db.prepare(`INSERT INTO clients (id, secret_digest, delivery, grants, scopes, origins, access_ttl, idle_ttl, session_ttl, created_at)
-      VALUES (@id, @secret_digest, @delivery, @grants, @scopes, @origins, @access_ttl, @idle_ttl, @session_ttl, @now)`),
+      VALUES (@id, @secretDigest, @delivery, @grants, @scopes, @origins, @accessTtl, @idleTtl, @sessionTtl, @now)`),
     client: db.prepare<[string], ClientRow>('SELECT * FROM clients WHERE id = ?'),
     clients: db.prepare<[], ClientRow>('SELECT * FROM clients ORDER BY id'),
     // Whole-word match in the space-separated list; instr, unlike LIKE, has no wildcards.
     originAllowed: db.prepare<[string], { ok: number }>("SELECT 1 AS ok FROM clients WHERE instr(' ' || origins || ' ', ' ' || ? || ' ') > 0 LIMIT 1"),
 
     liveKey: db.prepare<[string], KeyRow>('SELECT * FROM signing_keys WHERE alg = ? AND retired_at IS NULL ORDER BY created_at DESC LIMIT 1'),
-    insertKey: db.prepare('INSERT INTO signing_keys (kid, alg, private_pem, public_jwk, created_at) VALUES (@kid, @alg, @private_pem, @public_jwk, @now)'),
+    insertKey: db.prepare('INSERT INTO signing_keys (kid, alg, private_pem, public_jwk, created_at) VALUES (@kid, @alg, @privatePem, @publicJwk, @now)'),
     keyByKid: db.prepare<[string], KeyRow>('SELECT * FROM signing_keys WHERE kid = ?'),
     publishedKeys: db.prepare<[number], KeyRow>('SELECT * FROM signing_keys WHERE expires_at IS NULL OR expires_at > ? ORDER BY created_at DESC'),
-    listKeys: db.prepare<[], Omit<KeyRow, 'private_pem'>>('SELECT kid, alg, public_jwk, created_at, retired_at, expires_at FROM signing_keys ORDER BY created_at DESC, kid'),
-    signingKeys: db.prepare<[], Omit<KeyRow, 'private_pem'>>('SELECT kid, alg, public_jwk, created_at, retired_at, expires_at FROM signing_keys WHERE retired_at IS NULL'),
+    listKeys: db.prepare<[], PublicKeyRow>('SELECT kid, alg, public_jwk, created_at, retired_at, expires_at FROM signing_keys ORDER BY created_at DESC, kid'),
+    signingKeys: db.prepare<[], PublicKeyRow>('SELECT kid, alg, public_jwk, created_at, retired_at, expires_at FROM signing_keys WHERE retired_at IS NULL'),
     retireKeys: db.prepare('UPDATE signing_keys SET retired_at = ?, expires_at = ? WHERE retired_at IS NULL'),
     deleteExpiredKeys: db.prepare('DELETE FROM signing_keys WHERE expires_at IS NOT NULL AND expires_at <= ?'),
     longestClientAccessTtl: db.prepare<[], { ttl: number | null }>('SELECT max(access_ttl) AS ttl FROM clients'),
@@ -271,32 +227,32 @@ export function createStore (db: DB): Store {
     countLiveSessions: db.prepare<{ now: number }, { n: number }>('SELECT count(*) AS n FROM sessions WHERE revoked_at IS NULL AND expires_at > @now AND idle_expires_at > @now'),
 
     insertSession: db.prepare(`INSERT INTO sessions (id, user_id, client_id, scope, generation, user_agent, ip, device_id, created_at, last_used_at, idle_expires_at, expires_at)
-      VALUES (@id, @user_id, @client_id, @scope, 0, @user_agent, @ip, @device_id, @now, @now, @idle_expires_at, @expires_at)`),
+      VALUES (@id, @userId, @clientId, @scope, 0, @userAgent, @ip, @deviceId, @now, @now, @idleExpiresAt, @expiresAt)`),
     session: db.prepare<[string], SessionRow>('SELECT * FROM sessions WHERE id = ?'),
     insertToken: db.prepare(`INSERT INTO refresh_tokens (digest, session_id, generation, parent_generation, issued_at, issued_ip, issued_user_agent)
-      VALUES (@digest, @session_id, @generation, @parent_generation, @now, @ip, @user_agent)`),
+      VALUES (@digest, @sessionId, @generation, @parentGeneration, @now, @ip, @userAgent)`),
     token: db.prepare<[Buffer], TokenRow>('SELECT * FROM refresh_tokens WHERE digest = ?'),
     // Compare-and-set: consumes the token only if nobody has, and only if it is the live generation.
-    consume: db.prepare(`UPDATE refresh_tokens SET used_at = @now, used_ip = @ip, used_user_agent = @user_agent, used_device_id = @device_id, successor_sealed = @sealed
+    consume: db.prepare(`UPDATE refresh_tokens SET used_at = @now, used_ip = @ip, used_user_agent = @userAgent, used_device_id = @deviceId, successor_sealed = @sealed
       WHERE digest = @digest AND used_at IS NULL`),
-    advance: db.prepare(`UPDATE sessions SET generation = generation + 1, last_used_at = @now, idle_expires_at = @idle_expires_at
+    advance: db.prepare(`UPDATE sessions SET generation = generation + 1, last_used_at = @now, idle_expires_at = @idleExpiresAt
       WHERE id = @id AND generation = @generation AND revoked_at IS NULL`),
     revokeSession: db.prepare('UPDATE sessions SET revoked_at = ?, revoked_reason = ? WHERE id = ? AND revoked_at IS NULL'),
     liveSessionsOfUser: db.prepare<[string, number], { id: string, client_id: string }>('SELECT id, client_id FROM sessions WHERE user_id = ? AND revoked_at IS NULL AND expires_at > ?'),
     lineage: db.prepare<[string], TokenRow>('SELECT * FROM refresh_tokens WHERE session_id = ? ORDER BY generation'),
 
     insertEvent: db.prepare(`INSERT INTO security_events (at, type, user_id, session_id, client_id, ip, user_agent, reason, detail)
-      VALUES (@at, @type, @user_id, @session_id, @client_id, @ip, @user_agent, @reason, @detail)`),
+      VALUES (@at, @type, @userId, @sessionId, @clientId, @ip, @userAgent, @reason, @detail)`),
     eventsAll: db.prepare<[number], EventRow>('SELECT * FROM security_events ORDER BY id DESC LIMIT ?'),
     eventsUser: db.prepare<[string, number], EventRow>('SELECT * FROM security_events WHERE user_id = ? ORDER BY id DESC LIMIT ?'),
     eventsSession: db.prepare<[string, number], EventRow>('SELECT * FROM security_events WHERE session_id = ? ORDER BY id DESC LIMIT ?'),
 
     // The newest token of a session was issued to the last request that used it (login or rotation).
-    liveSessionViews: db.prepare<{ user_id: string, now: number }, SessionView>(`SELECT s.*, t.issued_ip AS last_ip, t.issued_user_agent AS last_user_agent
+    liveSessionViews: db.prepare<{ userId: string, now: number }, SessionViewRow>(`SELECT s.*, t.issued_ip AS last_ip, t.issued_user_agent AS last_user_agent
       FROM sessions s LEFT JOIN refresh_tokens t ON t.session_id = s.id AND t.generation = s.generation
-      WHERE s.user_id = @user_id AND s.revoked_at IS NULL AND s.expires_at > @now AND s.idle_expires_at > @now
+      WHERE s.user_id = @userId AND s.revoked_at IS NULL AND s.expires_at > @now AND s.idle_expires_at > @now
       ORDER BY s.created_at DESC, s.id`),
-    sessionViews: db.prepare<[string], SessionView>(`SELECT s.*, t.issued_ip AS last_ip, t.issued_user_agent AS last_user_agent
+    sessionViews: db.prepare<[string], SessionViewRow>(`SELECT s.*, t.issued_ip AS last_ip, t.issued_user_agent AS last_user_agent
       FROM sessions s LEFT JOIN refresh_tokens t ON t.session_id = s.id AND t.generation = s.generation
       WHERE s.user_id = ? ORDER BY s.created_at DESC, s.id`),
     expiredSessions: db.prepare<[number, number], { id: string }>('SELECT id FROM sessions WHERE expires_at <= ? ORDER BY expires_at LIMIT ?'),
@@ -306,7 +262,7 @@ export function createStore (db: DB): Store {
     pruneEvents: db.prepare('DELETE FROM security_events WHERE id IN (SELECT id FROM security_events WHERE at < ? ORDER BY at LIMIT ?)'),
 
     loginFailure: db.prepare<[string, string], LoginFailureRow>('SELECT * FROM login_failures WHERE username = ? AND source = ?'),
-    upsertLoginFailure: db.prepare(`INSERT INTO login_failures (username, source, failures, locked_until, updated_at) VALUES (@username, @source, @failures, @locked_until, @now)
+    upsertLoginFailure: db.prepare(`INSERT INTO login_failures (username, source, failures, locked_until, updated_at) VALUES (@username, @source, @failures, @lockedUntil, @now)
       ON CONFLICT (username, source) DO UPDATE SET failures = excluded.failures, locked_until = excluded.locked_until, updated_at = excluded.updated_at`),
     clearLoginFailure: db.prepare('DELETE FROM login_failures WHERE username = ? AND source = ?'),
     clearLoginFailuresAll: db.prepare('DELETE FROM login_failures WHERE username = ?'),
@@ -316,183 +272,194 @@ export function createStore (db: DB): Store {
     deviceKnown: db.prepare<[string, string], { ok: number }>('SELECT 1 AS ok FROM sessions WHERE user_id = ? AND device_id = ? LIMIT 1')
   }
 
-  const record = (events: EventInput[], now: number): void => {
+  /** Inserts events; only ever called inside a transaction that writes what they describe. */
+  const record = (events: SecurityEvent[], now: number): void => {
     for (const e of events) {
       q.insertEvent.run({
         at: now,
         type: e.type,
-        user_id: e.user_id ?? null,
-        session_id: e.session_id ?? null,
-        client_id: e.client_id ?? null,
+        userId: e.userId ?? null,
+        sessionId: e.sessionId ?? null,
+        clientId: e.clientId ?? null,
         ip: e.ip ?? null,
-        user_agent: e.user_agent ?? null,
+        userAgent: e.userAgent ?? null,
         reason: e.reason ?? null,
         detail: e.detail == null ? null : JSON.stringify(e.detail)
       })
     }
   }
 
-  const revokeUserSessions = (userId: string, reason: string, now: number, events: EventInput[], userEvent: Omit<EventInput, 'type'>): number => {
-    const live = q.liveSessionsOfUser.all(userId, now)
-    for (const s of live) {
-      q.revokeSession.run(now, reason, s.id)
-      events.push({ ...userEvent, type: 'session_revoked', session_id: s.id, client_id: s.client_id, reason })
-    }
-    return live.length
-  }
-
-  const setPasswordHash = db.transaction((userId: string, hash: string, now: number, revokeReason: string | null, events: EventInput[]): number => {
-    q.setHash.run(hash, now, userId)
-    const n = revokeReason === null ? 0 : revokeUserSessions(userId, revokeReason, now, events, { user_id: userId })
-    record(events, now)
-    return n
-  })
-
-  const setUserDisabled = db.transaction((userId: string, disabled: boolean, now: number, events: EventInput[]): number => {
-    q.setDisabled.run(disabled ? now : null, now, userId)
-    const n = disabled ? revokeUserSessions(userId, 'account_disabled', now, events, { user_id: userId }) : 0
-    record(events, now)
-    return n
-  })
-
-  const ensureSigningKey = db.transaction((alg: string, make: () => Omit<KeyRow, 'created_at' | 'retired_at' | 'expires_at'>, now: number): KeyRow => {
-    const live = q.liveKey.get(alg)
-    if (live !== undefined) return live
-    const k = make()
-    q.insertKey.run({ ...k, now })
-    return q.keyByKid.get(k.kid) as KeyRow
-  })
-
-  const rotateSigningKey = db.transaction((key: Omit<KeyRow, 'created_at' | 'retired_at' | 'expires_at'>, now: number, retiredExpiresAt: number) => {
-    // A key past its expiry signs nothing and verifies nothing any more: its private part goes.
-    q.deleteExpiredKeys.run(now)
-    const retired = q.signingKeys.all()
-    q.retireKeys.run(now, retiredExpiresAt)
-    q.insertKey.run({ ...key, now })
-    return retired.map((k) => ({ ...k, retired_at: now, expires_at: retiredExpiresAt }))
-  })
-
-  const startSession = db.transaction((s: NewSession) => {
-    q.insertSession.run({
-      id: s.id,
-      user_id: s.user_id,
-      client_id: s.client_id,
-      scope: s.scope,
-      user_agent: s.meta.user_agent,
-      ip: s.meta.ip,
-      device_id: s.meta.device_id,
-      now: s.now,
-      idle_expires_at: s.idle_expires_at,
-      expires_at: s.expires_at
-    })
-    q.insertToken.run({ digest: s.token_digest, session_id: s.id, generation: 0, parent_generation: null, now: s.now, ip: s.meta.ip, user_agent: s.meta.user_agent })
-    record(s.events, s.now)
-  })
-
-  const refresh = db.transaction((input: RefreshInput): RefreshResult => {
-    const token = q.token.get(input.digest)
-    if (token === undefined) return { kind: 'not_found' }
-    const session = q.session.get(token.session_id) as SessionRow
-    const user = q.userById.get(session.user_id) as UserRow
-    const state: RefreshState = { token, session, user }
-    const decision = input.decide(state)
-
-    if (decision.kind === 'reject') {
-      if (decision.revoke !== undefined) q.revokeSession.run(input.now, decision.revoke, session.id)
-      record(decision.events, input.now)
-      return { kind: 'rejected', decision, state }
-    }
-    if (decision.kind === 'replay') {
-      record(decision.events, input.now)
-      return { kind: 'replayed', state, sealed: token.successor_sealed as Buffer, events: decision.events }
-    }
-    const m = input.meta
-    const consumed = q.consume.run({ now: input.now, ip: m.ip, user_agent: m.user_agent, device_id: m.device_id, sealed: input.sealed, digest: input.digest })
-    const advanced = q.advance.run({ now: input.now, idle_expires_at: decision.idle_expires_at, id: session.id, generation: token.generation })
-    // Both compare-and-sets hold under the write lock; if either misses, the decision was made on a
-    // stale view, which the immediate transaction rules out. Throwing rolls everything back.
-    if (consumed.changes !== 1 || advanced.changes !== 1) throw new Error('rotation compare-and-set failed')
-    const generation = token.generation + 1
-    q.insertToken.run({ digest: input.child_digest, session_id: session.id, generation, parent_generation: token.generation, now: input.now, ip: m.ip, user_agent: m.user_agent })
-    record(decision.events, input.now)
-    return { kind: 'rotated', state, generation, events: decision.events }
-  })
-
-  const revokeSession = db.transaction((id: string, reason: string, now: number, events: EventInput[]): boolean => {
-    const changed = q.revokeSession.run(now, reason, id).changes === 1
-    if (changed) record(events, now)
-    return changed
-  })
-
-  const recordEvents = db.transaction((events: EventInput[], now: number) => record(events, now))
-
-  // Same write lock as rotation: a refresh either commits before this (and its child dies with the
-  // session) or runs after it (and finds the session revoked). Never a live token left behind.
-  const revokeAllOf = db.transaction((userId: string, reason: string, now: number, except: string | null, events: EventInput[], who: Omit<EventInput, 'type'>): number => {
-    const before = events.length
+  /**
+   * Revokes the user's unrevoked, unexpired sessions but `except`, appending a `session_revoked` event
+   * per session to `events` (recorded by the caller's transaction). Returns how many it revoked.
+   */
+  const revokeLiveSessions = (
+    { userId, reason, now, except, actor }: { userId: string, reason: string, now: number, except?: string, actor: Omit<SecurityEvent, 'type'> },
+    events: SecurityEvent[]
+  ): number => {
+    let n = 0
     for (const s of q.liveSessionsOfUser.all(userId, now)) {
       if (s.id === except) continue
       q.revokeSession.run(now, reason, s.id)
-      events.push({ ...who, type: 'session_revoked', user_id: userId, session_id: s.id, client_id: s.client_id, reason })
+      events.push({ ...actor, type: 'session_revoked', userId, sessionId: s.id, clientId: s.client_id, reason })
+      n++
     }
-    record(events, now)
-    return events.length - before
-  })
-
-  const pruneSessions = db.transaction((before: number, limit: number): PruneResult => {
-    const ids = q.expiredSessions.all(before, limit)
-    let tokens = 0
-    for (const { id } of ids) {
-      tokens += q.tokenCount.get(id)?.n ?? 0
-      q.deleteSession.run(id)
-    }
-    return { sessions: ids.length, tokens }
-  })
-
-  const recordLoginFailure = db.transaction((input: LoginFailureInput): LoginFailureRow => {
-    q.forgetLoginFailures.run(input.forgetBefore, input.now)
-    const prev = q.loginFailure.get(input.username, input.source)
-    const next = input.decide(prev)
-    q.upsertLoginFailure.run({ username: input.username, source: input.source, failures: next.failures, locked_until: next.locked_until, now: input.now })
-    record(next.events, input.now)
-    return { username: input.username, source: input.source, failures: next.failures, locked_until: next.locked_until, updated_at: input.now }
-  })
-
-  const clearLoginFailures = db.transaction((username: string, source: string | null, now: number, events: EventInput[]): number => {
-    const n = source === null ? q.clearLoginFailuresAll.run(username).changes : q.clearLoginFailure.run(username, source).changes
-    if (n > 0) record(events, now)
     return n
-  })
+  }
 
-  // A deferred transaction: one snapshot for the three reads, so the token, its session and its user agree.
-  const findRefreshToken = db.transaction((digest: Buffer): RefreshState | undefined => {
-    const token = q.token.get(digest)
-    if (token === undefined) return undefined
-    const session = q.session.get(token.session_id) as SessionRow
-    return { token, session, user: q.userById.get(session.user_id) as UserRow }
-  })
+  /** The store's transactions, each run `.immediate()` (writes) or `.deferred()` (consistent reads) below. */
+  const tx = {
+    setPasswordHash: db.transaction((c: Parameters<Store['setPasswordHash']>[0]): number => {
+      q.setHash.run(c.passwordHash, c.now, c.userId)
+      const n = c.revokeReason === undefined ? 0 : revokeLiveSessions({ userId: c.userId, reason: c.revokeReason, now: c.now, actor: { userId: c.userId } }, c.events)
+      record(c.events, c.now)
+      return n
+    }),
+
+    setUserDisabled: db.transaction((c: Parameters<Store['setUserDisabled']>[0]): number => {
+      q.setDisabled.run(c.disabled ? c.now : null, c.now, c.userId)
+      const n = c.disabled ? revokeLiveSessions({ userId: c.userId, reason: 'account_disabled', now: c.now, actor: { userId: c.userId } }, c.events) : 0
+      record(c.events, c.now)
+      return n
+    }),
+
+    ensureSigningKey: db.transaction((alg: string, make: () => NewSigningKey, now: number): KeyRow => {
+      const live = q.liveKey.get(alg)
+      if (live !== undefined) return live
+      const k = make()
+      q.insertKey.run({ ...k, now })
+      return q.keyByKid.get(k.kid) as KeyRow
+    }),
+
+    rotateSigningKey: db.transaction(({ key, now, retiredUntil }: Parameters<Store['rotateSigningKey']>[0]): PublicSigningKey[] => {
+      // A key past its expiry signs nothing and verifies nothing any more: its private part goes.
+      q.deleteExpiredKeys.run(now)
+      const retired = q.signingKeys.all()
+      q.retireKeys.run(now, retiredUntil)
+      q.insertKey.run({ ...key, now })
+      return retired.map((k) => ({ ...toPublicKey(k), retiredAt: now, expiresAt: retiredUntil }))
+    }),
+
+    startSession: db.transaction((s: NewSession) => {
+      const m = s.meta
+      q.insertSession.run({
+        id: s.id,
+        userId: s.userId,
+        clientId: s.clientId,
+        scope: s.scope,
+        userAgent: m.userAgent,
+        ip: m.ip,
+        deviceId: m.deviceId,
+        now: s.now,
+        idleExpiresAt: s.idleExpiresAt,
+        expiresAt: s.expiresAt
+      })
+      q.insertToken.run({ digest: s.tokenDigest, sessionId: s.id, generation: 0, parentGeneration: null, now: s.now, ip: m.ip, userAgent: m.userAgent })
+      record(s.events, s.now)
+    }),
+
+    refresh: db.transaction((input: RefreshInput): RefreshResult => {
+      const tokenRow = q.token.get(input.digest)
+      if (tokenRow === undefined) return { kind: 'not_found' }
+      const token = toToken(tokenRow)
+      const session = toSession(q.session.get(token.sessionId) as SessionRow)
+      const state: RefreshState = { token, session, user: toUser(q.userById.get(session.userId) as UserRow) }
+      const decision = input.decide(state)
+
+      if (decision.kind === 'reject') {
+        if (decision.revoke !== undefined) q.revokeSession.run(input.now, decision.revoke, session.id)
+        record(decision.events, input.now)
+        return { kind: 'rejected', state, decision }
+      }
+      if (decision.kind === 'replay') {
+        record(decision.events, input.now)
+        return { kind: 'replayed', state, decision, sealed: token.successorSealed as Buffer }
+      }
+      const m = input.meta
+      const consumed = q.consume.run({ now: input.now, ip: m.ip, userAgent: m.userAgent, deviceId: m.deviceId, sealed: input.sealed, digest: input.digest })
+      const advanced = q.advance.run({ now: input.now, idleExpiresAt: decision.idleExpiresAt, id: session.id, generation: token.generation })
+      // Both compare-and-sets hold under the write lock; if either misses, the decision was made on a
+      // stale view, which the immediate transaction rules out. Throwing rolls everything back.
+      if (consumed.changes !== 1 || advanced.changes !== 1) throw new StoreError('conflict', 'rotation compare-and-set failed')
+      const generation = token.generation + 1
+      q.insertToken.run({ digest: input.childDigest, sessionId: session.id, generation, parentGeneration: token.generation, now: input.now, ip: m.ip, userAgent: m.userAgent })
+      record(decision.events, input.now)
+      return { kind: 'rotated', state, decision, generation }
+    }),
+
+    revokeSession: db.transaction(({ sessionId, reason, now, events }: Parameters<Store['revokeSession']>[0]): boolean => {
+      const changed = q.revokeSession.run(now, reason, sessionId).changes === 1
+      if (changed) record(events, now)
+      return changed
+    }),
+
+    recordEvents: db.transaction((events: SecurityEvent[], now: number) => record(events, now)),
+
+    // Same write lock as rotation: a refresh either commits before this (and its child dies with the
+    // session) or runs after it (and finds the session revoked). Never a live token left behind.
+    revokeUserSessions: db.transaction((r: Parameters<Store['revokeUserSessions']>[0]): SecurityEvent[] => {
+      const events: SecurityEvent[] = []
+      revokeLiveSessions({ ...r, actor: r.actor ?? {} }, events)
+      record(events, r.now)
+      return events
+    }),
+
+    pruneSessions: db.transaction((before: number, limit: number): PruneResult => {
+      const ids = q.expiredSessions.all(before, limit)
+      let tokens = 0
+      for (const { id } of ids) {
+        tokens += q.tokenCount.get(id)?.n ?? 0
+        q.deleteSession.run(id)
+      }
+      return { sessions: ids.length, tokens }
+    }),
+
+    recordLoginFailure: db.transaction((input: Parameters<Store['recordLoginFailure']>[0]): LoginFailures => {
+      q.forgetLoginFailures.run(input.forgetBefore, input.now)
+      const prev = maybe(q.loginFailure.get(input.username, input.source), toLoginFailures)
+      const next = input.decide(prev)
+      q.upsertLoginFailure.run({ username: input.username, source: input.source, failures: next.failures, lockedUntil: next.lockedUntil, now: input.now })
+      record(next.events, input.now)
+      return { username: input.username, source: input.source, failures: next.failures, lockedUntil: next.lockedUntil, updatedAt: input.now }
+    }),
+
+    clearLoginFailures: db.transaction(({ username, source, now, events }: Parameters<Store['clearLoginFailures']>[0]): number => {
+      const n = source === undefined ? q.clearLoginFailuresAll.run(username).changes : q.clearLoginFailure.run(username, source).changes
+      if (n > 0) record(events, now)
+      return n
+    }),
+
+    // A deferred transaction: one snapshot for the three reads, so the token, its session and its user agree.
+    findRefreshToken: db.transaction((digest: Buffer): RefreshState | undefined => {
+      const row = q.token.get(digest)
+      if (row === undefined) return undefined
+      const token = toToken(row)
+      const session = toSession(q.session.get(token.sessionId) as SessionRow)
+      return { token, session, user: toUser(q.userById.get(session.userId) as UserRow) }
+    })
+  }
 
   return {
     async createUser (u) { q.insertUser.run(u) },
-    async findUserByUsername (username) { return q.userByName.get(username) },
-    async findUserById (id) { return q.userById.get(id) },
-    async listUsers () { return q.users.all() },
-    async setPasswordHash (userId, hash, now, revokeReason, events) { return setPasswordHash.immediate(userId, hash, now, revokeReason, events) },
-    async setUserDisabled (userId, disabled, now, events) { return setUserDisabled.immediate(userId, disabled, now, events) },
+    async findUserByUsername (username) { return maybe(q.userByName.get(username), toUser) },
+    async findUserById (id) { return maybe(q.userById.get(id), toUser) },
+    async listUsers () { return q.users.all().map(toUser) },
+    async setPasswordHash (change) { return tx.setPasswordHash.immediate(change) },
+    async setUserDisabled (change) { return tx.setUserDisabled.immediate(change) },
 
     async createClient (c) { q.insertClient.run(c) },
-    async findClient (id) { return q.client.get(id) },
-    async listClients () { return q.clients.all() },
+    async findClient (id) { return maybe(q.client.get(id), toClient) },
+    async listClients () { return q.clients.all().map(toClient) },
     async originAllowed (origin) {
       // A space inside the value would match across two list entries.
       if (origin === '' || /\s/.test(origin)) return false
       return q.originAllowed.get(origin) !== undefined
     },
 
-    async ensureSigningKey (alg, make, now) { return ensureSigningKey.immediate(alg, make, now) },
-    async publishedKeys (now) { return q.publishedKeys.all(now) },
-    async listKeys () { return q.listKeys.all() },
-    async rotateSigningKey (key, now, retiredExpiresAt) { return rotateSigningKey.immediate(key, now, retiredExpiresAt) },
+    async ensureSigningKey (alg, make, now) { return toKey(tx.ensureSigningKey.immediate(alg, make, now)) },
+    async publishedKeys (now) { return q.publishedKeys.all(now).map(toKey) },
+    async listKeys () { return q.listKeys.all().map(toPublicKey) },
+    async rotateSigningKey (rotation) { return tx.rotateSigningKey.immediate(rotation) },
     async longestClientAccessTtl () { return q.longestClientAccessTtl.get()?.ttl ?? null },
     async keysVersion () { return q.keysVersion.get()?.v ?? '' },
     async health () {
@@ -501,30 +468,33 @@ export function createStore (db: DB): Store {
     },
     async countLiveSessions (now) { return q.countLiveSessions.get({ now })?.n ?? 0 },
 
-    async startSession (s) { startSession.immediate(s) },
-    async refresh (input) { return refresh.immediate(input) },
-    async findSession (id) { return q.session.get(id) },
-    async revokeSession (id, reason, now, events) { return revokeSession.immediate(id, reason, now, events) },
+    async startSession (s) { tx.startSession.immediate(s) },
+    async refresh<V extends RefreshVerdict> (input: RefreshInput<V>) {
+      // The transaction hands back the decision it was given, so the result carries V's own fields.
+      return tx.refresh.immediate(input) as RefreshResult<V>
+    },
+    async findSession (id) { return maybe(q.session.get(id), toSession) },
+    async revokeSession (revocation) { return tx.revokeSession.immediate(revocation) },
 
-    async findRefreshToken (digest) { return findRefreshToken.deferred(digest) },
-    async liveSessions (userId, now) { return q.liveSessionViews.all({ user_id: userId, now }) },
-    async sessionsOfUser (userId) { return q.sessionViews.all(userId) },
-    async revokeUserSessions (userId, reason, now, except, events, who = {}) { return revokeAllOf.immediate(userId, reason, now, except, events, who) },
-    async pruneSessions (before, limit) { return pruneSessions.immediate(before, limit) },
+    async findRefreshToken (digest) { return tx.findRefreshToken.deferred(digest) },
+    async liveSessions (userId, now) { return q.liveSessionViews.all({ userId, now }).map(toSessionView) },
+    async sessionsOfUser (userId) { return q.sessionViews.all(userId).map(toSessionView) },
+    async revokeUserSessions (revocation) { return tx.revokeUserSessions.immediate(revocation) },
+    async pruneSessions (before, limit) { return tx.pruneSessions.immediate(before, limit) },
     async pruneEvents (before, limit) { return q.pruneEvents.run(before, limit).changes },
 
-    async loginFailures (username, source) { return q.loginFailure.get(username, source) },
-    async recordLoginFailure (input) { return recordLoginFailure.immediate(input) },
-    async clearLoginFailures (username, source, now, events) { return clearLoginFailures.immediate(username, source, now, events) },
+    async loginFailures (username, source) { return maybe(q.loginFailure.get(username, source), toLoginFailures) },
+    async recordLoginFailure (input) { return tx.recordLoginFailure.immediate(input) },
+    async clearLoginFailures (clear) { return tx.clearLoginFailures.immediate(clear) },
     async deviceKnown (userId, deviceId) { return q.deviceKnown.get(userId, deviceId) !== undefined },
 
-    async recordEvents (events, now) { recordEvents.immediate(events, now) },
-    async listEvents ({ user_id: userId, session_id: sessionId, limit = 1000 }) {
-      if (sessionId !== undefined) return q.eventsSession.all(sessionId, limit)
-      if (userId !== undefined) return q.eventsUser.all(userId, limit)
-      return q.eventsAll.all(limit)
+    async recordEvents (events, now) { tx.recordEvents.immediate(events, now) },
+    async listEvents ({ userId, sessionId, limit = 1000 }) {
+      if (sessionId !== undefined) return q.eventsSession.all(sessionId, limit).map(toEvent)
+      if (userId !== undefined) return q.eventsUser.all(userId, limit).map(toEvent)
+      return q.eventsAll.all(limit).map(toEvent)
     },
-    async lineage (sessionId) { return q.lineage.all(sessionId) },
+    async lineage (sessionId) { return q.lineage.all(sessionId).map(toToken) },
 
     close () { if (db.open) db.close() }
   }

@@ -55,14 +55,14 @@ export async function clientCommand (args: string[], io: Io): Promise<void> {
     const secret = values.confidential ? 'tlcs_' + randomBytes(32).toString('base64url') : null
     await store.createClient({
       id,
-      secret_digest: secret === null ? null : secretDigest(secret),
+      secretDigest: secret === null ? null : secretDigest(secret),
       delivery: values.delivery as 'cookie' | 'body' | 'both',
       grants: [...new Set(grants)].join(' '),
       scopes: [...new Set(scopes)].join(' '),
       origins: [...new Set(origins)].join(' '),
-      access_ttl: null,
-      idle_ttl: null,
-      session_ttl: null,
+      accessTtl: null,
+      idleTtl: null,
+      sessionTtl: null,
       now: opts.now()
     })
     io.stdout.write(`created ${secret === null ? 'public' : 'confidential'} client ${id} (delivery ${values.delivery})\n`)
@@ -81,7 +81,7 @@ async function listClients (io: Io): Promise<void> {
     const clients = await store.listClients()
     io.stdout.write(table([
       ['CLIENT_ID', 'TYPE', 'DELIVERY', 'GRANTS', 'SCOPES', 'ORIGINS', 'CREATED'],
-      ...clients.map((c) => [c.id, c.secret_digest === null ? 'public' : 'confidential', c.delivery, c.grants.replace(' ', ','), c.scopes === '' ? '-' : c.scopes, c.origins === '' ? '-' : c.origins, iso(c.created_at)])
+      ...clients.map((c) => [c.id, c.secretDigest === null ? 'public' : 'confidential', c.delivery, c.grants.replace(' ', ','), c.scopes === '' ? '-' : c.scopes, c.origins === '' ? '-' : c.origins, iso(c.createdAt)])
     ]))
   } finally {
     store.close()

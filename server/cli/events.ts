@@ -29,15 +29,15 @@ export async function eventsCommand (args: string[], io: Io): Promise<void> {
       if (userId === undefined) throw new CliError(`no user ${username}`)
     }
     const events = (await store.listEvents({
-      ...(userId !== undefined && { user_id: userId }),
-      ...(values.session !== undefined && { session_id: values.session }),
+      ...(userId !== undefined && { userId }),
+      ...(values.session !== undefined && { sessionId: values.session }),
       limit: Number(values.limit)
     })).reverse()
     if (events.length === 0) { io.stdout.write('no events\n'); return }
     io.stdout.write(table([
       ['TIME', 'TYPE', 'USER', 'SESSION', 'CLIENT', 'IP', 'REASON', 'DETAIL'],
       ...events.map((e) => [
-        iso(e.at), e.type, e.user_id === null ? '-' : names.get(e.user_id) ?? e.user_id, e.session_id ?? '-', e.client_id ?? '-',
+        iso(e.at), e.type, e.userId === null ? '-' : names.get(e.userId) ?? e.userId, e.sessionId ?? '-', e.clientId ?? '-',
         e.ip ?? '-', e.reason ?? '-', formatDetail(e.detail)
       ])
     ]))

@@ -1,6 +1,7 @@
 import { createInterface } from 'node:readline'
 import { openDatabase } from '../../db/sqlite/database.js'
-import { createStore, type Store } from '../../db/sqlite/store.js'
+import { createStore } from '../../db/sqlite/store.js'
+import type { Store } from '../../db/store.js'
 import { fromEnv, resolveOptions, type ResolvedOptions } from '../options.js'
 
 /** A one-line, user-facing failure: printed as `tokenline: <message>`, exit status `code`. */

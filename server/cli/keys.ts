@@ -32,11 +32,11 @@ export async function keysCommand (args: string[], io: Io): Promise<void> {
       return
     }
     const keys = await store.listKeys()
-    const state = (k: { retired_at: number | null, expires_at: number | null }): string =>
-      k.retired_at === null ? 'signing' : k.expires_at !== null && k.expires_at <= now ? 'expired' : 'retired'
+    const state = (k: { retiredAt: number | null, expiresAt: number | null }): string =>
+      k.retiredAt === null ? 'signing' : k.expiresAt !== null && k.expiresAt <= now ? 'expired' : 'retired'
     io.stdout.write(table([
       ['KID', 'ALG', 'STATE', 'CREATED', 'RETIRED', 'PUBLISHED UNTIL'],
-      ...keys.map((k) => [k.kid, k.alg, state(k), iso(k.created_at), iso(k.retired_at), k.retired_at === null ? '-' : iso(k.expires_at)])
+      ...keys.map((k) => [k.kid, k.alg, state(k), iso(k.createdAt), iso(k.retiredAt), k.retiredAt === null ? '-' : iso(k.expiresAt)])
     ]))
   } finally {
     store.close()

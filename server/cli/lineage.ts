@@ -1,4 +1,4 @@
-import type { EventRow, SessionRow, TokenRow, UserRow } from '../../db/sqlite/store.js'
+import type { RefreshTokenRecord, Session, StoredSecurityEvent, User } from '../../db/store.js'
 import { sessionStatus } from '../sessions/state.js'
 import { iso } from './io.js'
 
@@ -31,7 +31,7 @@ export function formatDetail (detail: string | null): string {
     .join(' ')
 }
 
-function detailOf (e: EventRow): Record<string, unknown> {
+function detailOf (e: StoredSecurityEvent): Record<string, unknown> {
   if (e.detail === null) return {}
   try {
     const d = JSON.parse(e.detail) as unknown
@@ -44,7 +44,7 @@ function detailOf (e: EventRow): Record<string, unknown> {
 const num = (v: unknown): number | undefined => (typeof v === 'number' ? v : undefined)
 
 /** The generation an event concerns, if it concerns one. */
-function generationOf (e: EventRow): number | undefined {
+function generationOf (e: StoredSecurityEvent): number | undefined {
   const d = detailOf(e)
   if (e.type === 'refresh_replayed' || e.type === 'reuse_detected') return num(d.replayed)
   if (e.type === 'fingerprint_mismatch') return num(d.generation)
@@ -52,9 +52,9 @@ function generationOf (e: EventRow): number | undefined {
 }
 
 /** One marker line for an event hung on a generation. */
-function marker (e: EventRow): string {
+function marker (e: StoredSecurityEvent): string {
   const d = detailOf(e)
-  const at = `${iso(e.at)}  ${where(e.ip, e.user_agent)}`
+  const at = `${iso(e.at)}  ${where(e.ip, e.userAgent)}`
   switch (e.type) {
     case 'refresh_replayed':
       return `~ GRACE REPLAY  ${at}  -> gen ${String(num(d.live) ?? '?')} handed out again`
@@ -71,18 +71,18 @@ function marker (e: EventRow): string {
 }
 
 export interface LineageInput {
-  session: SessionRow
-  user: UserRow | undefined
-  tokens: TokenRow[]
+  session: Session
+  user: User | undefined
+  tokens: RefreshTokenRecord[]
   /** The session's events, in any order. */
-  events: EventRow[]
+  events: StoredSecurityEvent[]
   now: number
 }
 
 export function renderLineage ({ session: s, user, tokens, events, now }: LineageInput): string {
   const chronological = [...events].sort((a, b) => a.at - b.at || a.id - b.id)
-  const byGeneration = new Map<number, EventRow[]>()
-  const closing: EventRow[] = []
+  const byGeneration = new Map<number, StoredSecurityEvent[]>()
+  const closing: StoredSecurityEvent[] = []
   for (const e of chronological) {
     const g = generationOf(e)
     if (g !== undefined) byGeneration.set(g, [...(byGeneration.get(g) ?? []), e])
@@ -91,39 +91,39 @@ export function renderLineage ({ session: s, user, tokens, events, now }: Lineag
 
   const status = sessionStatus(s, now)
   const statusLine = status === 'revoked'
-    ? `REVOKED at ${iso(s.revoked_at)}: ${s.revoked_reason ?? '?'}`
+    ? `REVOKED at ${iso(s.revokedAt)}: ${s.revokedReason ?? '?'}`
     : status === 'expired'
-      ? `expired at ${iso(s.expires_at)}`
-      : status === 'idle' ? `expired after inactivity at ${iso(s.idle_expires_at)}` : 'live'
+      ? `expired at ${iso(s.expiresAt)}`
+      : status === 'idle' ? `expired after inactivity at ${iso(s.idleExpiresAt)}` : 'live'
   const out = [
     `session ${s.id}`,
-    `  user      ${user?.username ?? '(deleted)'} (${s.user_id})`,
-    `  client    ${s.client_id}, scope ${s.scope === '' ? '-' : `"${s.scope}"`}`,
-    `  created   ${iso(s.created_at)}, last used ${iso(s.last_used_at)}`,
-    `  expires   ${iso(s.expires_at)} (idle: ${iso(s.idle_expires_at)})`,
+    `  user      ${user?.username ?? '(deleted)'} (${s.userId})`,
+    `  client    ${s.clientId}, scope ${s.scope === '' ? '-' : `"${s.scope}"`}`,
+    `  created   ${iso(s.createdAt)}, last used ${iso(s.lastUsedAt)}`,
+    `  expires   ${iso(s.expiresAt)} (idle: ${iso(s.idleExpiresAt)})`,
     `  status    ${statusLine}`,
-    `  bound to  ip ${s.ip ?? '-'}, device ${s.device_id ?? '-'}, ua ${shortUa(s.user_agent)}`,
+    `  bound to  ip ${s.ip ?? '-'}, device ${s.deviceId ?? '-'}, ua ${shortUa(s.userAgent)}`,
     ''
   ]
   for (const tok of tokens) {
     const head = `gen ${tok.generation}`.padEnd(6)
     const last = tok.generation === s.generation
-    const note = tok.parent_generation === null ? '  (login)' : ''
-    out.push(`  ${head} issued ${iso(tok.issued_at)}  ${where(tok.issued_ip, tok.issued_user_agent)}${note}`)
+    const note = tok.parentGeneration === null ? '  (login)' : ''
+    out.push(`  ${head} issued ${iso(tok.issuedAt)}  ${where(tok.issuedIp, tok.issuedUserAgent)}${note}`)
     const bar = last ? '        ' : '  |     '
-    if (tok.used_at !== null) out.push(`${bar} used   ${iso(tok.used_at)}  ${where(tok.used_ip, tok.used_user_agent)}`)
+    if (tok.usedAt !== null) out.push(`${bar} used   ${iso(tok.usedAt)}  ${where(tok.usedIp, tok.usedUserAgent)}`)
     else out.push(`${bar} ${!last ? 'never used' : status === 'live' ? '<- the live token' : 'never used: ended with the session'}`)
     for (const e of byGeneration.get(tok.generation) ?? []) out.push(`${bar} ${marker(e)}`)
   }
   for (const e of closing) {
-    const by = `${iso(e.at)}  ${where(e.ip, e.user_agent)}`
+    const by = `${iso(e.at)}  ${where(e.ip, e.userAgent)}`
     if (e.type === 'session_revoked') out.push(`  x REVOKED  ${by}  -> ${e.reason ?? '?'}${formatVia(e)}`)
-    else out.push(`  ! REVOCATION REFUSED  ${by}  -> asked by client ${e.client_id ?? '?'}, not the owner`)
+    else out.push(`  ! REVOCATION REFUSED  ${by}  -> asked by client ${e.clientId ?? '?'}, not the owner`)
   }
   return out.join('\n').replace(/ +$/gm, '') + '\n'
 }
 
-function formatVia (e: EventRow): string {
+function formatVia (e: StoredSecurityEvent): string {
   const via = detailOf(e).via
   return typeof via === 'string' ? ` (via ${via.replace(/_/g, ' ')})` : ''
 }

@@ -1,5 +1,5 @@
 import { parseArgs } from 'node:util'
-import type { EventInput, SessionView, Store } from '../../db/sqlite/store.js'
+import type { SecurityEvent, SessionView, Store } from '../../db/store.js'
 import { sessionStatus } from '../sessions/state.js'
 import { CliError, iso, openStore, table, type Io } from './io.js'
 import { renderLineage, shortUa } from './lineage.js'
@@ -30,7 +30,7 @@ async function userId (store: Store, raw: string | undefined): Promise<{ id: str
 
 function statusOf (s: SessionView, now: number): string {
   const st = sessionStatus(s, now)
-  return st === 'revoked' ? `revoked (${s.revoked_reason ?? '?'})` : st
+  return st === 'revoked' ? `revoked (${s.revokedReason ?? '?'})` : st
 }
 
 /** `tokenline sessions <username>`: every stored session of the user, newest first. */
@@ -46,8 +46,8 @@ export async function sessionsCommand (args: string[], io: Io): Promise<void> {
     io.stdout.write(table([
       ['SESSION', 'CLIENT', 'CREATED', 'LAST_USED', 'EXPIRES', 'GEN', 'STATUS', 'BOUND_IP', 'DEVICE', 'LAST_IP', 'BOUND_UA'],
       ...sessions.map((s) => [
-        s.id, s.client_id, iso(s.created_at), iso(s.last_used_at), iso(s.expires_at), String(s.generation), statusOf(s, now),
-        s.ip ?? '-', s.device_id ?? '-', s.last_ip ?? '-', shortUa(s.user_agent)
+        s.id, s.clientId, iso(s.createdAt), iso(s.lastUsedAt), iso(s.expiresAt), String(s.generation), statusOf(s, now),
+        s.ip ?? '-', s.deviceId ?? '-', s.lastIp ?? '-', shortUa(s.userAgent)
       ])
     ]))
   } finally {
@@ -75,16 +75,16 @@ export async function revokeCommand (args: string[], io: Io): Promise<void> {
       if (!SESSION_ID.test(sessionId)) throw new CliError(`no session ${JSON.stringify(sessionId)}`)
       const s = await store.findSession(sessionId)
       if (s === undefined) throw new CliError(`no session ${sessionId}`)
-      const events: EventInput[] = [{ ...who, type: 'session_revoked', user_id: s.user_id, session_id: s.id, client_id: s.client_id, reason: OPERATOR_REVOKED }]
-      if (!await store.revokeSession(s.id, OPERATOR_REVOKED, now, events)) {
-        io.stdout.write(`session ${s.id} was already revoked (${s.revoked_reason ?? '?'})\n`)
+      const events: SecurityEvent[] = [{ ...who, type: 'session_revoked', userId: s.userId, sessionId: s.id, clientId: s.clientId, reason: OPERATOR_REVOKED }]
+      if (!await store.revokeSession({ sessionId: s.id, reason: OPERATOR_REVOKED, now, events })) {
+        io.stdout.write(`session ${s.id} was already revoked (${s.revokedReason ?? '?'})\n`)
         return
       }
       io.stdout.write(`revoked session ${s.id}\n`)
       return
     }
     const user = await userId(store, username)
-    const n = await store.revokeUserSessions(user.id, OPERATOR_REVOKED, now, null, [], who)
+    const n = (await store.revokeUserSessions({ userId: user.id, reason: OPERATOR_REVOKED, now, actor: who })).length
     io.stdout.write(`revoked ${n} session${n === 1 ? '' : 's'} of ${user.username}\n`)
   } finally {
     store.close()
@@ -101,9 +101,9 @@ export async function lineageCommand (args: string[], io: Io): Promise<void> {
     if (session === undefined) throw new CliError(`no session ${JSON.stringify(id)} (expired sessions are pruned with their lineage)`)
     io.stdout.write(renderLineage({
       session,
-      user: await store.findUserById(session.user_id),
+      user: await store.findUserById(session.userId),
       tokens: await store.lineage(session.id),
-      events: await store.listEvents({ session_id: session.id, limit: 10_000 }),
+      events: await store.listEvents({ sessionId: session.id, limit: 10_000 }),
       now: opts.now()
     }))
   } finally {

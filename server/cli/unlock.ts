@@ -15,7 +15,7 @@ export async function unlockCommand (args: string[], io: Io): Promise<void> {
   const { store, opts } = openStore(io)
   try {
     const user = await store.findUserByUsername(username)
-    const n = await store.clearLoginFailures(username, null, opts.now(), [{ type: 'login_unlocked', user_id: user?.id ?? null, detail: { username } }])
+    const n = await store.clearLoginFailures({ username, now: opts.now(), events: [{ type: 'login_unlocked', userId: user?.id ?? null, detail: { username } }] })
     io.stdout.write(n === 0 ? `${username} had no failed logins on record\n` : `cleared the failed logins of ${username}\n`)
   } finally {
     store.close()

@@ -36,8 +36,8 @@ export async function userCommand (args: string[], io: Io): Promise<void> {
       if (existing !== undefined) throw new CliError(`user ${username} already exists`)
       const hash = await createPasswords(opts.argon2).hash(await newPassword(io))
       const id = randomId()
-      await store.createUser({ id, username, password_hash: hash, now: opts.now() })
-      await store.recordEvents([{ type: 'user_created', user_id: id }], opts.now())
+      await store.createUser({ id, username, passwordHash: hash, now: opts.now() })
+      await store.recordEvents([{ type: 'user_created', userId: id }], opts.now())
       io.stdout.write(`created user ${username} (id ${id})\n`)
       return
     }
@@ -45,12 +45,12 @@ export async function userCommand (args: string[], io: Io): Promise<void> {
     if (sub === 'passwd') {
       const hash = await createPasswords(opts.argon2).hash(await newPassword(io))
       // Policy: a password change ends every session of the user (they may be the attacker's).
-      const n = await store.setPasswordHash(existing.id, hash, opts.now(), 'password_changed', [{ type: 'password_changed', user_id: existing.id }])
+      const n = await store.setPasswordHash({ userId: existing.id, passwordHash: hash, now: opts.now(), revokeReason: 'password_changed', events: [{ type: 'password_changed', userId: existing.id }] })
       io.stdout.write(`changed password of ${username}; revoked ${n} session${n === 1 ? '' : 's'}\n`)
       return
     }
     const disable = sub === 'disable'
-    const n = await store.setUserDisabled(existing.id, disable, opts.now(), [{ type: disable ? 'user_disabled' : 'user_enabled', user_id: existing.id }])
+    const n = await store.setUserDisabled({ userId: existing.id, disabled: disable, now: opts.now(), events: [{ type: disable ? 'user_disabled' : 'user_enabled', userId: existing.id }] })
     io.stdout.write(disable ? `disabled ${username}; revoked ${n} session${n === 1 ? '' : 's'}\n` : `enabled ${username}\n`)
   } finally {
     store.close()
@@ -61,7 +61,7 @@ async function listUsers (io: Io): Promise<void> {
   const { store } = openStore(io)
   try {
     const users = await store.listUsers()
-    io.stdout.write(table([['USERNAME', 'ID', 'STATUS', 'CREATED'], ...users.map((u) => [u.username, u.id, u.disabled_at === null ? 'active' : 'disabled', iso(u.created_at)])]))
+    io.stdout.write(table([['USERNAME', 'ID', 'STATUS', 'CREATED'], ...users.map((u) => [u.username, u.id, u.disabledAt === null ? 'active' : 'disabled', iso(u.createdAt)])]))
   } finally {
     store.close()
   }

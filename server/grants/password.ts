@@ -1,7 +1,6 @@
-import type { FastifyReply, FastifyRequest } from 'fastify'
-import type { ClientRow, EventInput } from '../../db/sqlite/store.js'
+import type { SecurityEvent } from '../../db/store.js'
 import { required } from '../http/body.js'
-import type { Params } from '../http/client-auth.js'
+import { checkCsrf } from '../http/csrf.js'
 import { hasGrant, logEvents, requestMeta, type Tokenline } from '../context.js'
 import { Argon2Busy } from '../security/argon2-gate.js'
 import { OAuthError, invalidGrant, invalidRequest } from '../errors.js'
@@ -11,6 +10,7 @@ import { idleTtl, sessionTtl, tokenResponse, type TokenResponse } from '../token
 import * as lockout from '../security/lockout.js'
 import { MAX_PASSWORD, MAX_USERNAME, normaliseUsername } from '../security/passwords.js'
 import { grantScope } from '../tokens/scope.js'
+import type { GrantInput } from './index.js'
 
 export const grantType = 'password'
 export const parameters = new Set(['username', 'password', 'scope', 'device_id'])
@@ -20,7 +20,9 @@ export const parameters = new Set(['username', 'password', 'scope', 'device_id']
  * accounts and locked accounts (server/security/lockout.ts) give the same `invalid_grant` after the same
  * argon2 work. Per-IP throttling happens before this (server/http/throttle.ts).
  */
-export async function handler (tl: Tokenline, request: FastifyRequest, reply: FastifyReply, params: Params, client: ClientRow): Promise<TokenResponse> {
+export async function handler (tl: Tokenline, { request, reply, params, client }: GrantInput): Promise<TokenResponse> {
+  // Login CSRF: a foreign page must not plant its own session cookie in the user's browser.
+  if (client.delivery !== 'body') checkCsrf(tl, request, client)
   if (!hasGrant(client, grantType)) throw new OAuthError('unauthorized_client', 'client may not use the password grant')
   const username = required(params, 'username')
   const password = required(params, 'password')
@@ -31,52 +33,52 @@ export async function handler (tl: Tokenline, request: FastifyRequest, reply: Fa
   const name = normaliseUsername(username)
 
   const user = name.length > MAX_USERNAME ? undefined : await tl.store.findUserByUsername(name)
-  const ok = await tl.passwords.verify(user?.password_hash, password)
+  const ok = await tl.passwords.verify(user?.passwordHash, password)
   const now = tl.opts.now()
-  const who = { client_id: client.id, ip: meta.ip, user_agent: meta.user_agent }
+  const who = { clientId: client.id, ip: meta.ip, userAgent: meta.userAgent }
   // Read after the verify, so an attempt that was in flight when a lock began is refused too.
   const guard = await lockout.check(tl, name, user, meta, now)
 
   if (guard.locked) {
     // The verify above was still paid, and its result is ignored: a lock looks like a wrong password.
-    const events: EventInput[] = [{ type: 'login_locked', user_id: user?.id ?? null, ...who, reason: 'account_locked', detail: { failures: guard.row?.failures, until: guard.row?.locked_until } }]
+    const events: SecurityEvent[] = [{ type: 'login_locked', userId: user?.id ?? null, ...who, reason: 'account_locked', detail: { failures: guard.row?.failures, until: guard.row?.lockedUntil } }]
     await tl.store.recordEvents(events, now)
     logEvents(tl, request.log, events)
     throw invalidGrant('invalid username or password', 'invalid_credentials')
   }
 
-  if (!ok || user === undefined || user.disabled_at !== null) {
+  if (!ok || user === undefined || user.disabledAt !== null) {
     const reason = user === undefined ? 'unknown_user' : !ok ? 'wrong_password' : 'account_disabled'
-    const event: EventInput = { type: 'login_failed', user_id: user?.id ?? null, ...who, reason }
+    const event: SecurityEvent = { type: 'login_failed', userId: user?.id ?? null, ...who, reason }
     await lockout.recordFailure(tl, guard, event, now)
     logEvents(tl, request.log, [event])
     throw invalidGrant('invalid username or password', 'invalid_credentials')
   }
   await lockout.recordSuccess(tl, guard, now)
 
-  if (tl.passwords.needsRehash(user.password_hash)) {
+  if (tl.passwords.needsRehash(user.passwordHash)) {
     // Parameters were raised since this hash was made: upgrade it while we hold the password. With
     // no argon2 slot free, the login goes ahead and a later one upgrades it.
     const hash = await tl.passwords.hash(password).catch((err: unknown) => { if (err instanceof Argon2Busy) return undefined; throw err })
-    if (hash !== undefined) await tl.store.setPasswordHash(user.id, hash, now, null, [{ type: 'password_rehashed', user_id: user.id, ...who }])
+    if (hash !== undefined) await tl.store.setPasswordHash({ userId: user.id, passwordHash: hash, now, events: [{ type: 'password_rehashed', userId: user.id, ...who }] })
   }
 
   const refreshToken = newRefreshToken()
   const sessionId = randomId()
   const expiresAt = now + sessionTtl(tl, client) * 1000
-  const events: EventInput[] = [{ type: 'login_succeeded', user_id: user.id, session_id: sessionId, ...who, detail: meta.device_id === null ? null : { device_bound: true } }]
+  const events: SecurityEvent[] = [{ type: 'login_succeeded', userId: user.id, sessionId, ...who, detail: meta.deviceId === null ? null : { device_bound: true } }]
   await tl.store.startSession({
     id: sessionId,
-    user_id: user.id,
-    client_id: client.id,
+    userId: user.id,
+    clientId: client.id,
     scope,
     meta,
     now,
-    idle_expires_at: Math.min(now + idleTtl(tl, client) * 1000, expiresAt),
-    expires_at: expiresAt,
-    token_digest: digest(refreshToken),
+    idleExpiresAt: Math.min(now + idleTtl(tl, client) * 1000, expiresAt),
+    expiresAt,
+    tokenDigest: digest(refreshToken),
     events
   })
   logEvents(tl, request.log, events)
-  return tokenResponse(tl, reply, client, { id: sessionId, user_id: user.id, expires_at: expiresAt }, scope, refreshToken, now)
+  return tokenResponse(tl, reply, client, { id: sessionId, userId: user.id, expiresAt }, scope, refreshToken, now)
 }

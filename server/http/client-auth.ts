@@ -1,6 +1,6 @@
 import { createHash, timingSafeEqual } from 'node:crypto'
 import type { FastifyRequest } from 'fastify'
-import type { ClientRow, Store } from '../../db/sqlite/store.js'
+import type { Client, Store } from '../../db/store.js'
 import { OAuthError, invalidRequest } from '../errors.js'
 
 export type Params = Record<string, string>
@@ -48,7 +48,7 @@ function presented (request: FastifyRequest, params: Params): Presented {
  * confidential ones prove their secret with Basic or `client_secret`. A failure after Basic answers
  * 401 with `WWW-Authenticate: Basic`; a failure with body credentials answers 400 (RFC 6749 §5.2).
  */
-export async function authenticateClient (request: FastifyRequest, params: Params, store: Store): Promise<ClientRow> {
+export async function authenticateClient (request: FastifyRequest, params: Params, store: Store): Promise<Client> {
   const p = presented(request, params)
   const fail = (description: string): OAuthError => p.basic
     ? new OAuthError('invalid_client', description, { status: 401, headers: { 'www-authenticate': REALM } })
@@ -56,11 +56,11 @@ export async function authenticateClient (request: FastifyRequest, params: Param
   if (!CLIENT_ID.test(p.id)) throw fail('client authentication failed')
   const client = await store.findClient(p.id)
   if (client === undefined) throw fail('client authentication failed')
-  if (client.secret_digest === null) {
+  if (client.secretDigest === null) {
     if (p.secret !== undefined && p.secret !== '') throw fail('public clients have no secret')
     return client
   }
   if (p.secret === undefined || p.secret === '') throw fail('client authentication failed')
-  if (!timingSafeEqual(secretDigest(p.secret), client.secret_digest)) throw fail('client authentication failed')
+  if (!timingSafeEqual(secretDigest(p.secret), client.secretDigest)) throw fail('client authentication failed')
   return client
 }

@@ -1,11 +1,11 @@
 // Hand-written because @fastify/csrf-protection needs every client to fetch a token and send it back, a change to the token request (RFC 6749 §4.3.2, §6) that curl and existing SPAs do not make; this checks provenance headers against each client's own origins, from the database.
 import type { FastifyRequest } from 'fastify'
-import type { ClientRow } from '../../db/sqlite/store.js'
+import type { Client } from '../../db/store.js'
 import type { Tokenline } from '../context.js'
 import { OAuthError } from '../errors.js'
 
 /** The space-separated allowed origins of a client, as a set. */
-export const originsOf = (client: ClientRow): Set<string> => new Set(client.origins.split(' ').filter((o) => o !== ''))
+export const originsOf = (client: Client): Set<string> => new Set(client.origins.split(' ').filter((o) => o !== ''))
 
 /**
  * CSRF defence for every request that uses the refresh cookie, and for the password grant of cookie
@@ -19,7 +19,7 @@ export const originsOf = (client: ClientRow): Set<string> => new Set(client.orig
  *
  * A refusal is a 403 that happens before the session is looked at, so it changes nothing.
  */
-export function checkCsrf (tl: Tokenline, request: FastifyRequest, client: ClientRow): void {
+export function checkCsrf (tl: Tokenline, request: FastifyRequest, client: Client): void {
   const site = request.headers['sec-fetch-site']
   const origin = request.headers.origin
   if (site !== undefined) {

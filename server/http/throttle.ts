@@ -1,7 +1,7 @@
 import rateLimit from '@fastify/rate-limit'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { isIPv6 } from 'node:net'
-import type { EventInput } from '../../db/sqlite/store.js'
+import type { SecurityEvent } from '../../db/store.js'
 import { logEvents, type Tokenline } from '../context.js'
 import { OAuthError } from '../errors.js'
 import { ipPrefix, normaliseIp } from '../security/fingerprint.js'
@@ -102,7 +102,7 @@ export async function registerThrottles (scope: FastifyInstance, tl: Tokenline):
   if (throttlePassword === 0 && throttleFailures === 0) return
 
   const report = async (request: FastifyRequest, budget: 'password' | 'failures', limit: number, window: number): Promise<void> => {
-    const events: EventInput[] = [{ type: 'throttled', ip: normaliseIp(request.ip), reason: budget, detail: { limit, window } }]
+    const events: SecurityEvent[] = [{ type: 'throttled', ip: normaliseIp(request.ip), reason: budget, detail: { limit, window } }]
     await tl.store.recordEvents(events, now())
     logEvents(tl, request.log, events)
   }

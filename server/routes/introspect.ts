@@ -1,5 +1,5 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify'
-import type { ClientRow } from '../../db/sqlite/store.js'
+import type { Client } from '../../db/store.js'
 import { bodyParams } from '../http/body.js'
 import { authenticateClient, type Params } from '../http/client-auth.js'
 import type { Tokenline } from '../context.js'
@@ -18,19 +18,19 @@ const INACTIVE = Object.freeze({ active: false })
  * tokens; only confidential clients can authenticate. Every failure is 401 invalid_client (§2.3 points
  * to RFC 6749 §5.2), with `WWW-Authenticate` when the client tried HTTP Basic.
  */
-async function confidentialClient (request: FastifyRequest, params: Params, tl: Tokenline): Promise<ClientRow> {
+async function confidentialClient (request: FastifyRequest, params: Params, tl: Tokenline): Promise<Client> {
   const basic = request.headers.authorization !== undefined
   const refuse = (description: string): OAuthError =>
     new OAuthError('invalid_client', description, { status: 401, ...(basic && { headers: { 'www-authenticate': REALM } }) })
   if (!basic && params.client_id === undefined) throw refuse('client authentication required')
-  let client: ClientRow
+  let client: Client
   try {
     client = await authenticateClient(request, params, tl.store)
   } catch (err) {
     if (err instanceof OAuthError && err.error === 'invalid_client') throw refuse(err.message)
     throw err
   }
-  if (client.secret_digest === null) throw refuse('introspection requires a confidential client')
+  if (client.secretDigest === null) throw refuse('introspection requires a confidential client')
   return client
 }
 
@@ -84,27 +84,27 @@ export function introspectRoute (app: FastifyInstance, tl: Tokenline): void {
   })
 }
 
-async function introspectRefreshToken (tl: Tokenline, client: ClientRow, token: string): Promise<object> {
+async function introspectRefreshToken (tl: Tokenline, client: Client, token: string): Promise<object> {
   const state = await tl.store.findRefreshToken(digest(token))
   if (state === undefined) return INACTIVE
   const { token: row, session, user } = state
   // A consumed token is not active, even inside the grace window: its holder must rotate to use it.
-  if (session.client_id !== client.id || row.used_at !== null || row.generation !== session.generation) return INACTIVE
+  if (session.clientId !== client.id || row.usedAt !== null || row.generation !== session.generation) return INACTIVE
   if (!isLive(session, user, tl.opts.now())) return INACTIVE
   return {
     active: true,
-    client_id: session.client_id,
-    sub: session.user_id,
+    client_id: session.clientId,
+    sub: session.userId,
     scope: session.scope,
     sid: session.id,
     // The refresh token is good until its session's absolute expiry (idle expiry permitting).
-    exp: Math.floor(session.expires_at / 1000),
-    iat: Math.floor(row.issued_at / 1000),
+    exp: Math.floor(session.expiresAt / 1000),
+    iat: Math.floor(row.issuedAt / 1000),
     token_type: 'refresh_token'
   }
 }
 
-async function introspectAccessToken (tl: Tokenline, client: ClientRow, token: string): Promise<object> {
+async function introspectAccessToken (tl: Tokenline, client: Client, token: string): Promise<object> {
   const claims = verifyAccessToken(tl, token)
   if (claims === undefined || claims.client_id !== client.id) return INACTIVE
   // Revoking the session ends its access tokens here, even before `exp`.

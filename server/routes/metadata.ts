@@ -52,6 +52,6 @@ export function metadataRoutes (app: FastifyInstance, tl: Tokenline): void {
     const keys = await tl.store.publishedKeys(tl.opts.now())
     reply.header('cache-control', 'public, max-age=300')
     reply.type('application/jwk-set+json; charset=utf-8')
-    return { keys: keys.map((k) => publicOnly(JSON.parse(k.public_jwk))) }
+    return { keys: keys.map((k) => publicOnly(JSON.parse(k.publicJwk))) }
   })
 }

@@ -1,5 +1,5 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
-import type { ClientRow, EventInput } from '../../db/sqlite/store.js'
+import type { Client, SecurityEvent } from '../../db/store.js'
 import { bodyParams } from '../http/body.js'
 import { authenticateClient } from '../http/client-auth.js'
 import { logEvents, requestMeta, type Tokenline } from '../context.js'
@@ -16,7 +16,7 @@ export const LOGOUT = 'logout'
 /** What a presented token turned out to be: a session it belongs to, or nothing we issued and still know. */
 type Found =
   | { kind: 'unknown' }
-  | { kind: 'session', session_id: string, user_id: string, client_id: string, token_type: 'refresh_token' | 'access_token' }
+  | { kind: 'session', sessionId: string, userId: string, clientId: string, tokenType: 'refresh_token' | 'access_token' }
 
 /**
  * Identifies a token without trusting `token_type_hint`: refresh tokens have their own checksummed
@@ -28,14 +28,14 @@ async function identify (tl: Tokenline, token: string): Promise<Found> {
     const state = await tl.store.findRefreshToken(digest(token))
     if (state === undefined) return { kind: 'unknown' }
     const { session } = state
-    return { kind: 'session', session_id: session.id, user_id: session.user_id, client_id: session.client_id, token_type: 'refresh_token' }
+    return { kind: 'session', sessionId: session.id, userId: session.userId, clientId: session.clientId, tokenType: 'refresh_token' }
   }
   // An expired or forged access token is invalid, so revoking it is a no-op (RFC 7009 §2.2).
   const claims = verifyAccessToken(tl, token)
   if (claims === undefined) return { kind: 'unknown' }
   const session = await tl.store.findSession(claims.sid)
-  if (session === undefined || session.user_id !== claims.sub || session.client_id !== claims.client_id) return { kind: 'unknown' }
-  return { kind: 'session', session_id: session.id, user_id: session.user_id, client_id: session.client_id, token_type: 'access_token' }
+  if (session === undefined || session.userId !== claims.sub || session.clientId !== claims.client_id) return { kind: 'unknown' }
+  return { kind: 'session', sessionId: session.id, userId: session.userId, clientId: session.clientId, tokenType: 'access_token' }
 }
 
 const revokeDoc: RouteDoc = {
@@ -89,19 +89,19 @@ export function revokeRoute (app: FastifyInstance, tl: Tokenline): void {
   })
 }
 
-async function revokeFound (tl: Tokenline, request: FastifyRequest, client: ClientRow, found: Extract<Found, { kind: 'session' }>): Promise<void> {
+async function revokeFound (tl: Tokenline, request: FastifyRequest, client: Client, found: Extract<Found, { kind: 'session' }>): Promise<void> {
   const meta = requestMeta(request, null)
   const now = tl.opts.now()
-  const who = { user_id: found.user_id, session_id: found.session_id, ip: meta.ip, user_agent: meta.user_agent }
-  if (found.client_id !== client.id) {
-    const events: EventInput[] = [{ type: 'revocation_refused', ...who, client_id: client.id, reason: 'client_mismatch', detail: { token_type: found.token_type } }]
+  const who = { userId: found.userId, sessionId: found.sessionId, ip: meta.ip, userAgent: meta.userAgent }
+  if (found.clientId !== client.id) {
+    const events: SecurityEvent[] = [{ type: 'revocation_refused', ...who, clientId: client.id, reason: 'client_mismatch', detail: { token_type: found.tokenType } }]
     await tl.store.recordEvents(events, now)
     logEvents(tl, request.log, events)
     // A public client proves nothing by failing, and learns nothing from a 200 (RFC 7009 §2.1, §5).
-    if (client.secret_digest === null) return
+    if (client.secretDigest === null) return
     throw invalidRequest('token was issued to another client')
   }
-  const events: EventInput[] = [{ type: 'session_revoked', ...who, client_id: client.id, reason: LOGOUT, detail: { via: 'revocation_endpoint', token_type: found.token_type } }]
+  const events: SecurityEvent[] = [{ type: 'session_revoked', ...who, clientId: client.id, reason: LOGOUT, detail: { via: 'revocation_endpoint', token_type: found.tokenType } }]
   // Already revoked or gone: nothing to record; the answer is the same 200.
-  if (await tl.store.revokeSession(found.session_id, LOGOUT, now, events)) logEvents(tl, request.log, events)
+  if (await tl.store.revokeSession({ sessionId: found.sessionId, reason: LOGOUT, now, events })) logEvents(tl, request.log, events)
 }

@@ -1,5 +1,5 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify'
-import type { EventInput, SessionRow } from '../../db/sqlite/store.js'
+import type { SecurityEvent, Session } from '../../db/store.js'
 import { logEvents, requestMeta, type Tokenline } from '../context.js'
 import { OAuthError, invalidRequest } from '../errors.js'
 import type { AccessClaims } from '../tokens/signing-keys.js'
@@ -15,7 +15,7 @@ const MAX_TOKEN = 8192
 
 export interface Caller {
   claims: AccessClaims
-  session: SessionRow
+  session: Session
 }
 
 const invalidToken = (description: string): OAuthError =>
@@ -114,12 +114,12 @@ export function sessionsRoutes (app: FastifyInstance, tl: Tokenline): void {
     return {
       sessions: sessions.map((s) => ({
         id: s.id,
-        client_id: s.client_id,
-        created_at: iso(s.created_at),
-        last_used_at: iso(s.last_used_at),
+        client_id: s.clientId,
+        created_at: iso(s.createdAt),
+        last_used_at: iso(s.lastUsedAt),
         // The last request seen on the session: its login, or the refresh that issued its live token.
-        user_agent: s.last_user_agent ?? s.user_agent,
-        ip: s.last_ip ?? s.ip,
+        user_agent: s.lastUserAgent ?? s.userAgent,
+        ip: s.lastIp ?? s.ip,
         current: s.id === claims.sid
       }))
     }
@@ -132,9 +132,9 @@ export function sessionsRoutes (app: FastifyInstance, tl: Tokenline): void {
     const now = tl.opts.now()
     // Someone else's session, an unknown one and one already over look the same: not found.
     const notFound = (): OAuthError => new OAuthError('invalid_request', 'no such session', { status: 404 })
-    if (target === undefined || target.user_id !== caller.claims.sub || target.revoked_at !== null || now >= target.expires_at) throw notFound()
-    const events = [revokedEvent(request, caller, target.id, target.client_id)]
-    if (!await tl.store.revokeSession(target.id, USER_REVOKED, now, events)) throw notFound()
+    if (target === undefined || target.userId !== caller.claims.sub || target.revokedAt !== null || now >= target.expiresAt) throw notFound()
+    const events = [revokedEvent(request, caller, target.id, target.clientId)]
+    if (!await tl.store.revokeSession({ sessionId: target.id, reason: USER_REVOKED, now, events })) throw notFound()
     logEvents(tl, request.log, events)
     return reply.code(204).send()
   })
@@ -144,26 +144,27 @@ export function sessionsRoutes (app: FastifyInstance, tl: Tokenline): void {
     const query = request.query as Record<string, unknown>
     if (query.scope !== 'others') throw invalidRequest('scope=others is required: DELETE /sessions/:id ends one session')
     const meta = requestMeta(request, null)
-    const events: EventInput[] = []
-    const revoked = await tl.store.revokeUserSessions(caller.claims.sub, USER_REVOKED, tl.opts.now(), caller.session.id, events, {
-      ip: meta.ip,
-      user_agent: meta.user_agent,
-      detail: { via: 'sessions_api', by_session: caller.session.id }
+    const events = await tl.store.revokeUserSessions({
+      userId: caller.claims.sub,
+      reason: USER_REVOKED,
+      now: tl.opts.now(),
+      except: caller.session.id,
+      actor: { ip: meta.ip, userAgent: meta.userAgent, detail: { via: 'sessions_api', by_session: caller.session.id } }
     })
     logEvents(tl, request.log, events)
-    return { revoked }
+    return { revoked: events.length }
   })
 }
 
-function revokedEvent (request: FastifyRequest, caller: Caller, sessionId: string, clientId: string): EventInput {
+function revokedEvent (request: FastifyRequest, caller: Caller, sessionId: string, clientId: string): SecurityEvent {
   const meta = requestMeta(request, null)
   return {
     type: 'session_revoked',
-    user_id: caller.claims.sub,
-    session_id: sessionId,
-    client_id: clientId,
+    userId: caller.claims.sub,
+    sessionId,
+    clientId,
     ip: meta.ip,
-    user_agent: meta.user_agent,
+    userAgent: meta.userAgent,
     reason: USER_REVOKED,
     detail: { via: 'sessions_api', by_session: caller.session.id }
   }

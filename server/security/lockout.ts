@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto'
-import type { EventInput, LoginFailureRow, RequestMeta, UserRow } from '../../db/sqlite/store.js'
+import type { LoginFailures, RequestMeta, SecurityEvent, User } from '../../db/store.js'
 import type { Tokenline } from '../context.js'
 import { ipPrefix, normaliseUserAgent, sameNetwork } from './fingerprint.js'
 import { MAX_USERNAME } from './passwords.js'
@@ -32,7 +32,7 @@ export interface Guard {
   counted: boolean
   username: string
   source: string
-  row: LoginFailureRow | undefined
+  row: LoginFailures | undefined
   locked: boolean
 }
 
@@ -43,37 +43,37 @@ const keyOf = (kind: 'd' | 'b', value: string): string =>
  * Which counter an attempt belongs to: a known device's own one, or the account's shared one. Only
  * digests are stored: a device id or an address is nobody's business in this table.
  */
-export async function sourceOf (tl: Tokenline, user: UserRow | undefined, meta: RequestMeta, now: number): Promise<string> {
+export async function sourceOf (tl: Tokenline, user: User | undefined, meta: RequestMeta, now: number): Promise<string> {
   if (user === undefined) return ANY_SOURCE
-  if (meta.device_id !== null && await tl.store.deviceKnown(user.id, meta.device_id)) return keyOf('d', meta.device_id)
-  const ua = normaliseUserAgent(meta.user_agent)
+  if (meta.deviceId !== null && await tl.store.deviceKnown(user.id, meta.deviceId)) return keyOf('d', meta.deviceId)
+  const ua = normaliseUserAgent(meta.userAgent)
   for (const s of await tl.store.liveSessions(user.id, now)) {
     // A session bound to a device id is recognised by that id only (above), never by a look-alike.
-    if (s.device_id !== null || normaliseUserAgent(s.user_agent ?? '') !== ua) continue
-    if (sameNetwork(s.ip, meta.ip) || sameNetwork(s.last_ip, meta.ip)) return keyOf('b', `${ua}\n${ipPrefix(meta.ip)}`)
+    if (s.deviceId !== null || normaliseUserAgent(s.userAgent ?? '') !== ua) continue
+    if (sameNetwork(s.ip, meta.ip) || sameNetwork(s.lastIp, meta.ip)) return keyOf('b', `${ua}\n${ipPrefix(meta.ip)}`)
   }
   return ANY_SOURCE
 }
 
 /** Reads the counter of this attempt's source and whether it is locked at `now`. */
-export async function check (tl: Tokenline, username: string, user: UserRow | undefined, meta: RequestMeta, now: number): Promise<Guard> {
+export async function check (tl: Tokenline, username: string, user: User | undefined, meta: RequestMeta, now: number): Promise<Guard> {
   const counted = tl.opts.lockoutThreshold > 0 && username.length <= MAX_USERNAME
   if (!counted) return { counted, username, source: ANY_SOURCE, row: undefined, locked: false }
   const source = await sourceOf(tl, user, meta, now)
   const row = await tl.store.loginFailures(username, source)
-  return { counted, username, source, row, locked: row !== undefined && now < row.locked_until }
+  return { counted, username, source, row, locked: row !== undefined && now < row.lockedUntil }
 }
 
 /** The counter after one more failure at `now`: the lock doubles per failure past the threshold. */
-export function nextFailure (prev: LoginFailureRow | undefined, now: number, threshold: number, maxLockS: number): { failures: number, locked_until: number } {
-  const failures = prev === undefined || prev.updated_at < now - FORGET_AFTER_MS ? 1 : prev.failures + 1
-  if (failures < threshold) return { failures, locked_until: 0 }
+export function nextFailure (prev: LoginFailures | undefined, now: number, threshold: number, maxLockS: number): { failures: number, lockedUntil: number } {
+  const failures = prev === undefined || prev.updatedAt < now - FORGET_AFTER_MS ? 1 : prev.failures + 1
+  if (failures < threshold) return { failures, lockedUntil: 0 }
   const lockMs = Math.min(BASE_LOCK_MS * 2 ** Math.min(failures - threshold, 40), maxLockS * 1000)
-  return { failures, locked_until: now + lockMs }
+  return { failures, lockedUntil: now + lockMs }
 }
 
 /** Counts a failed attempt and records its event in the same transaction; the event gains the counter. */
-export async function recordFailure (tl: Tokenline, guard: Guard, event: EventInput, now: number): Promise<void> {
+export async function recordFailure (tl: Tokenline, guard: Guard, event: SecurityEvent, now: number): Promise<void> {
   if (!guard.counted) {
     await tl.store.recordEvents([event], now)
     return
@@ -85,7 +85,7 @@ export async function recordFailure (tl: Tokenline, guard: Guard, event: EventIn
     forgetBefore: now - FORGET_AFTER_MS,
     decide: (prev) => {
       const next = nextFailure(prev, now, tl.opts.lockoutThreshold, tl.opts.lockoutMax)
-      const lockedFor = next.locked_until === 0 ? 0 : Math.round((next.locked_until - now) / 1000)
+      const lockedFor = next.lockedUntil === 0 ? 0 : Math.round((next.lockedUntil - now) / 1000)
       event.detail = { ...event.detail, failures: next.failures, known_device: guard.source !== ANY_SOURCE, ...(lockedFor > 0 && { locked_for: lockedFor }) }
       return { ...next, events: [event] }
     }
@@ -94,5 +94,5 @@ export async function recordFailure (tl: Tokenline, guard: Guard, event: EventIn
 
 /** A success clears its own source's counter (never the shared one from a known device). */
 export async function recordSuccess (tl: Tokenline, guard: Guard, now: number): Promise<void> {
-  if (guard.row !== undefined) await tl.store.clearLoginFailures(guard.username, guard.source, now, [])
+  if (guard.row !== undefined) await tl.store.clearLoginFailures({ username: guard.username, source: guard.source, now, events: [] })
 }

@@ -1,5 +1,5 @@
 import type { FastifyBaseLogger } from 'fastify'
-import type { Store } from '../../db/sqlite/store.js'
+import type { Store } from '../../db/store.js'
 import type { Tokenline } from '../context.js'
 
 /**

@@ -1,4 +1,4 @@
-import type { SessionRow, UserRow } from '../../db/sqlite/store.js'
+import type { Session, User } from '../../db/store.js'
 import type { Tokenline } from '../context.js'
 import type { AccessClaims } from '../tokens/signing-keys.js'
 
@@ -8,16 +8,16 @@ export type SessionStatus = 'live' | 'revoked' | 'expired' | 'idle'
  * Where a session stands at `now`. Revocation wins over expiry (it is the more telling fact);
  * a session is usable while `now` is before both its absolute and its idle expiry.
  */
-export function sessionStatus (s: Pick<SessionRow, 'revoked_at' | 'expires_at' | 'idle_expires_at'>, now: number): SessionStatus {
-  if (s.revoked_at !== null) return 'revoked'
-  if (now >= s.expires_at) return 'expired'
-  if (now >= s.idle_expires_at) return 'idle'
+export function sessionStatus (s: Pick<Session, 'revokedAt' | 'expiresAt' | 'idleExpiresAt'>, now: number): SessionStatus {
+  if (s.revokedAt !== null) return 'revoked'
+  if (now >= s.expiresAt) return 'expired'
+  if (now >= s.idleExpiresAt) return 'idle'
   return 'live'
 }
 
 /** A session that is live and whose user is enabled. */
-export function isLive (session: SessionRow, user: UserRow | undefined, now: number): boolean {
-  return user !== undefined && user.disabled_at === null && sessionStatus(session, now) === 'live'
+export function isLive (session: Session, user: User | undefined, now: number): boolean {
+  return user !== undefined && user.disabledAt === null && sessionStatus(session, now) === 'live'
 }
 
 /**
@@ -25,11 +25,11 @@ export function isLive (session: SessionRow, user: UserRow | undefined, now: num
  * stateless until `exp` (SPEC §6); routes that accept one on Tokenline itself also check this, so a
  * revoked session, a password change or a disabled account ends its access tokens there at once.
  */
-export async function liveSessionOf (tl: Tokenline, claims: AccessClaims): Promise<SessionRow | undefined> {
+export async function liveSessionOf (tl: Tokenline, claims: AccessClaims): Promise<Session | undefined> {
   if (typeof claims.sid !== 'string') return undefined
   const session = await tl.store.findSession(claims.sid)
-  if (session === undefined || session.user_id !== claims.sub || session.client_id !== claims.client_id) return undefined
-  const user = await tl.store.findUserById(session.user_id)
+  if (session === undefined || session.userId !== claims.sub || session.clientId !== claims.client_id) return undefined
+  const user = await tl.store.findUserById(session.userId)
   return isLive(session, user, tl.opts.now()) ? session : undefined
 }
 

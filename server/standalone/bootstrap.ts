@@ -11,14 +11,14 @@ export async function ensureWebClient (tl: Tokenline): Promise<void> {
   try {
     await tl.store.createClient({
       id: WEB_CLIENT_ID,
-      secret_digest: null,
+      secretDigest: null,
       delivery: 'cookie',
       grants: 'password refresh_token',
       scopes: '',
       origins: new URL(tl.opts.issuer).origin,
-      access_ttl: null,
-      idle_ttl: null,
-      session_ttl: null,
+      accessTtl: null,
+      idleTtl: null,
+      sessionTtl: null,
       now: tl.opts.now()
     })
   } catch (err) {

@@ -1,5 +1,5 @@
 import type { onRequestHookHandler } from 'fastify'
-import type { KeyRow, Store } from '../../db/sqlite/store.js'
+import type { SigningKey, Store } from '../../db/store.js'
 import type { Tokenline } from '../context.js'
 import { generateKey } from './signing-keys.js'
 import type { ResolvedOptions } from '../options.js'
@@ -16,8 +16,8 @@ export const KEY_CHECK_INTERVAL_MS = 2000
 export const RETIRE_MARGIN_S = 60
 
 export interface Rotation {
-  key: Pick<KeyRow, 'kid' | 'alg'>
-  retired: Array<Pick<KeyRow, 'kid' | 'alg' | 'expires_at'>>
+  key: Pick<SigningKey, 'kid' | 'alg'>
+  retired: Array<Pick<SigningKey, 'kid' | 'alg' | 'expiresAt'>>
   /** When the retired keys leave the JWKS, ms since the epoch. */
   retiredUntil: number
 }
@@ -35,7 +35,7 @@ export async function rotateKeys (store: Store, opts: Pick<ResolvedOptions, 'alg
   // verifying as soon as resource servers refetch the JWKS; clients refresh to get new ones.
   const retiredUntil = dropOld ? now : now + (longest + RETIRE_MARGIN_S) * 1000 + KEY_CHECK_INTERVAL_MS
   const k = generateKey(opts.algorithm)
-  const retired = await store.rotateSigningKey({ kid: k.kid, alg: k.alg, private_pem: k.privatePem, public_jwk: JSON.stringify(k.publicJwk) }, now, retiredUntil)
+  const retired = await store.rotateSigningKey({ key: { kid: k.kid, alg: k.alg, privatePem: k.privatePem, publicJwk: JSON.stringify(k.publicJwk) }, now, retiredUntil })
   return { key: { kid: k.kid, alg: k.alg }, retired, retiredUntil }
 }
 

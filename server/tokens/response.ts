@@ -1,5 +1,5 @@
 import type { FastifyReply } from 'fastify'
-import type { ClientRow, SessionRow } from '../../db/sqlite/store.js'
+import type { Client, Session } from '../../db/store.js'
 import type { Tokenline } from '../context.js'
 import { randomId } from './refresh-format.js'
 
@@ -31,9 +31,9 @@ export const tokenResponseSchema = {
 /** Name of the refresh cookie. `__Secure-` needs `Secure`; `__Host-` would force `Path=/` (see README). */
 export const COOKIE_NAME = '__Secure-tokenline-rt'
 
-export const accessTtl = (tl: Tokenline, client: ClientRow): number => client.access_ttl ?? tl.opts.accessTokenTtl
-export const idleTtl = (tl: Tokenline, client: ClientRow): number => client.idle_ttl ?? tl.opts.idleTtl
-export const sessionTtl = (tl: Tokenline, client: ClientRow): number => client.session_ttl ?? tl.opts.sessionTtl
+export const accessTtl = (tl: Tokenline, client: Client): number => client.accessTtl ?? tl.opts.accessTokenTtl
+export const idleTtl = (tl: Tokenline, client: Client): number => client.idleTtl ?? tl.opts.idleTtl
+export const sessionTtl = (tl: Tokenline, client: Client): number => client.sessionTtl ?? tl.opts.sessionTtl
 
 export function cookiePath (tl: Tokenline): string {
   return `${tl.prefix}/token`
@@ -46,8 +46,8 @@ export function cookiePath (tl: Tokenline): string {
 export function tokenResponse (
   tl: Tokenline,
   reply: FastifyReply,
-  client: ClientRow,
-  session: Pick<SessionRow, 'id' | 'user_id' | 'expires_at'>,
+  client: Client,
+  session: Pick<Session, 'id' | 'userId' | 'expiresAt'>,
   scope: string,
   refreshToken: string,
   now: number
@@ -56,7 +56,7 @@ export function tokenResponse (
   const iat = Math.floor(now / 1000)
   const accessToken = tl.sign({
     iss: tl.opts.issuer,
-    sub: session.user_id,
+    sub: session.userId,
     aud: tl.opts.audience,
     exp: iat + ttl,
     iat,
@@ -67,7 +67,7 @@ export function tokenResponse (
   })
   const body: TokenResponse = { access_token: accessToken, token_type: 'Bearer', expires_in: ttl, scope }
   if (client.delivery !== 'cookie') body.refresh_token = refreshToken
-  if (client.delivery !== 'body') setRefreshCookie(tl, reply, refreshToken, session.expires_at, now)
+  if (client.delivery !== 'body') setRefreshCookie(tl, reply, refreshToken, session.expiresAt, now)
   return body
 }
 

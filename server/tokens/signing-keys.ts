@@ -1,5 +1,6 @@
 import { createPrivateKey, createPublicKey, generateKeyPairSync, randomBytes, type JsonWebKey } from 'node:crypto'
 import { createSigner, createVerifier, createDecoder } from 'fast-jwt'
+import { OAuthError } from '../errors.js'
 import type { Algorithm } from '../options.js'
 
 export interface KeyMaterial {
@@ -77,7 +78,7 @@ export function makeVerifier (keys: KeyMaterial[], opts: { issuer: string, audie
   return (token: string) => {
     const { header } = decode(token) as { header: { kid?: unknown } }
     const entry = typeof header.kid === 'string' ? byKid.get(header.kid) : undefined
-    if (entry === undefined) throw new Error('unknown key')
+    if (entry === undefined) throw new OAuthError('invalid_token', 'access token signed with an unknown key')
     let verify = verifiers.get(entry.k.kid)
     if (verify === undefined) {
       const v = createVerifier({
@@ -92,7 +93,7 @@ export function makeVerifier (keys: KeyMaterial[], opts: { issuer: string, audie
       })
       verify = (t: string) => {
         const claims = v(t) as AccessClaims
-        if (typeof claims.exp !== 'number' || claims.exp * 1000 <= opts.now()) throw new Error('expired')
+        if (typeof claims.exp !== 'number' || claims.exp * 1000 <= opts.now()) throw new OAuthError('invalid_token', 'access token expired')
         return claims
       }
       verifiers.set(entry.k.kid, verify)

@@ -140,7 +140,7 @@ export interface StoredSecurityEvent {
   detail: string | null
 }
 
-/** The binding-relevant facts of a request (server/context.ts `requestMeta`). */
+/** The binding-relevant facts of a request (server/http/request-meta.ts `requestMeta`). */
 export interface RequestMeta {
   ip: string
   userAgent: string

@@ -9,7 +9,7 @@ import type { Tokenline } from './context.js'
 import { registerCors } from './http/cors.js'
 import { OAuthError, toOAuthError } from './errors.js'
 import { clearRefreshCookie } from './tokens/response.js'
-import { generateKey, makeSigner, makeVerifier, type KeyMaterial } from './tokens/signing-keys.js'
+import { generateStoredKey, makeSigner, makeVerifier, type KeyMaterial } from './tokens/signing-keys.js'
 import { metadataRoutes } from './routes/metadata.js'
 import { ConfigError, resolveOptions, type Algorithm, type TokenlineOptions } from './options.js'
 import { watchKeys } from './tokens/key-rotation.js'
@@ -40,10 +40,7 @@ export interface TokenlinePluginOptions extends TokenlineOptions {
 const toMaterial = (k: SigningKey): KeyMaterial => ({ kid: k.kid, alg: k.alg as Algorithm, privatePem: k.privatePem, publicJwk: JSON.parse(k.publicJwk) })
 
 async function loadKeys (store: Store, alg: Algorithm, now: number): Promise<{ current: KeyMaterial, published: KeyMaterial[] }> {
-  const current = await store.ensureSigningKey(alg, () => {
-    const k = generateKey(alg)
-    return { kid: k.kid, alg: k.alg, privatePem: k.privatePem, publicJwk: JSON.stringify(k.publicJwk) }
-  }, now)
+  const current = await store.ensureSigningKey(alg, () => generateStoredKey(alg), now)
   const published = (await store.publishedKeys(now)).map(toMaterial)
   return { current: toMaterial(current), published }
 }

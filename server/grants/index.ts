@@ -2,6 +2,7 @@ import type { FastifyReply, FastifyRequest } from 'fastify'
 import type { Client } from '../../db/store.js'
 import type { Tokenline } from '../context.js'
 import type { Params } from '../http/client-auth.js'
+import type { JsonSchema } from '../routes/openapi.js'
 import type { TokenResponse } from '../tokens/response.js'
 import * as password from './password.js'
 import * as refreshToken from './refresh-token.js'
@@ -20,6 +21,8 @@ export interface Grant {
   readonly grantType: string
   /** The body parameters it reads, besides `grant_type` and the client's credentials. */
   readonly parameters: ReadonlySet<string>
+  /** Its branch of POST /token's request body in the OpenAPI document (documentation only: server/http/body.ts parses). */
+  readonly bodyDoc: JsonSchema
   handler: (tl: Tokenline, input: GrantInput) => Promise<TokenResponse>
 }
 

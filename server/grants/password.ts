@@ -1,19 +1,37 @@
 import type { SecurityEvent } from '../../db/store.js'
 import { required } from '../http/body.js'
 import { checkCsrf } from '../http/csrf.js'
-import { hasGrant, logEvents, requestMeta, type Tokenline } from '../context.js'
+import type { Tokenline } from '../context.js'
+import { requireGrant } from '../http/client-auth.js'
+import { requestMeta } from '../http/request-meta.js'
+import { logEvents } from '../sessions/events.js'
 import { Argon2Busy } from '../security/argon2-gate.js'
-import { OAuthError, invalidGrant, invalidRequest } from '../errors.js'
+import { invalidGrant, invalidRequest } from '../errors.js'
 import { deviceIdParam } from '../security/device-id.js'
 import { digest, newRefreshToken, randomId } from '../tokens/refresh-format.js'
-import { idleTtl, sessionTtl, tokenResponse, type TokenResponse } from '../tokens/response.js'
+import { idleTtl, sessionTtl, issueTokens, type TokenResponse } from '../tokens/response.js'
 import * as lockout from '../security/lockout.js'
 import { MAX_PASSWORD, MAX_USERNAME, normaliseUsername } from '../security/passwords.js'
 import { grantScope } from '../tokens/scope.js'
+import { clientAuthParams, str, type JsonSchema } from '../routes/openapi.js'
 import type { GrantInput } from './index.js'
 
 export const grantType = 'password'
 export const parameters = new Set(['username', 'password', 'scope', 'device_id'])
+
+export const bodyDoc: JsonSchema = {
+  title: 'password grant',
+  type: 'object',
+  required: ['grant_type', 'username', 'password'],
+  properties: {
+    grant_type: str('`password` (RFC 6749 §4.3.2)', { enum: [grantType] }),
+    ...clientAuthParams,
+    username: str('the user\'s name'),
+    password: str('the user\'s password, verified exactly as sent'),
+    scope: str('space-separated subset of the client\'s scopes; default: all of them'),
+    device_id: str('binds the session to this device id; later refreshes must send it')
+  }
+}
 
 /**
  * RFC 6749 §4.3, for first-party clients allowed it. Unknown users, wrong passwords, disabled
@@ -23,7 +41,7 @@ export const parameters = new Set(['username', 'password', 'scope', 'device_id']
 export async function handler (tl: Tokenline, { request, reply, params, client }: GrantInput): Promise<TokenResponse> {
   // Login CSRF: a foreign page must not plant its own session cookie in the user's browser.
   if (client.delivery !== 'body') checkCsrf(tl, request, client)
-  if (!hasGrant(client, grantType)) throw new OAuthError('unauthorized_client', 'client may not use the password grant')
+  requireGrant(client, grantType)
   const username = required(params, 'username')
   const password = required(params, 'password')
   // Bounded before any hashing, so a huge password costs nothing (ASVS 5.0 2.4.1).
@@ -80,5 +98,5 @@ export async function handler (tl: Tokenline, { request, reply, params, client }
     events
   })
   logEvents(tl, request.log, events)
-  return tokenResponse(tl, reply, client, { id: sessionId, userId: user.id, expiresAt }, scope, refreshToken, now)
+  return issueTokens(tl, reply, client, { id: sessionId, userId: user.id, expiresAt }, scope, refreshToken, now)
 }

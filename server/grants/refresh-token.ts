@@ -1,17 +1,34 @@
 import type { FastifyRequest } from 'fastify'
 import type { Client, RefreshState, RequestMeta, SecurityEvent } from '../../db/store.js'
-import { hasGrant, logEvents, requestMeta, type Tokenline } from '../context.js'
+import type { Tokenline } from '../context.js'
+import { requireGrant } from '../http/client-auth.js'
+import { requestMeta } from '../http/request-meta.js'
+import { logEvents } from '../sessions/events.js'
 import { deviceIdParam } from '../security/device-id.js'
 import { OAuthError, invalidGrant, invalidRequest, type GrantReason } from '../errors.js'
 import { checkCsrf } from '../http/csrf.js'
 import { checkBinding, sameDevice } from '../security/fingerprint.js'
-import { COOKIE_NAME, idleTtl, tokenResponse, type TokenResponse } from '../tokens/response.js'
+import { COOKIE_NAME, idleTtl, issueTokens, refreshCookie, type TokenResponse } from '../tokens/response.js'
 import { digest, isWellFormedRefreshToken, newRefreshToken, openSuccessor, sealSuccessor } from '../tokens/refresh-format.js'
 import { grantScope } from '../tokens/scope.js'
+import { clientAuthParams, str, type JsonSchema } from '../routes/openapi.js'
 import type { GrantInput } from './index.js'
 
 export const grantType = 'refresh_token'
 export const parameters = new Set(['refresh_token', 'scope', 'device_id'])
+
+export const bodyDoc: JsonSchema = {
+  title: 'refresh_token grant',
+  type: 'object',
+  required: ['grant_type'],
+  properties: {
+    grant_type: str('`refresh_token` (RFC 6749 §6)', { enum: [grantType] }),
+    ...clientAuthParams,
+    refresh_token: str(`the refresh token (\`tlrt_...\`); cookie clients send it in the \`${COOKIE_NAME}\` cookie instead`),
+    scope: str('may only narrow the session\'s scope, for this access token'),
+    device_id: str('required when the session is bound to a device id')
+  }
+}
 
 /** Why a session was revoked, as the `reason` its tokens are refused with afterwards. */
 function revokedReason (stored: string | null): GrantReason {
@@ -77,12 +94,11 @@ function judgeToken (c: DecideContext, { token, session, user }: RefreshState): 
   const generations = { replayed: token.generation, live: session.generation }
   if (token.usedAt !== null) {
     const grace = c.tl.opts.reuseGrace * 1000
-    const consumer = { user_agent: token.usedUserAgent, ip: token.usedIp, device_id: token.usedDeviceId }
     const inGrace = grace > 0 &&
       token.generation === session.generation - 1 && // only the immediate parent, never older
       c.now < token.usedAt + grace && // measured from its first use: the window never slides
       token.successorSealed !== null &&
-      sameDevice(consumer, c.meta, c.tl.binding)
+      sameDevice({ userAgent: token.usedUserAgent, ip: token.usedIp, deviceId: token.usedDeviceId }, c.meta, c.tl.binding)
     if (inGrace) return { kind: 'replay', events: [{ type: 'refresh_replayed', ...who, detail: generations }] }
     // RFC 9700 §4.14.2: a consumed token came back. Either party may be the thief: end the session.
     return reject('reuse_detected', 'refresh token was already used', 'reuse_detected', [
@@ -91,8 +107,7 @@ function judgeToken (c: DecideContext, { token, session, user }: RefreshState): 
     ])
   }
 
-  const bound = { user_agent: session.userAgent, ip: session.ip, device_id: session.deviceId }
-  const verdict = checkBinding(bound, c.meta, c.tl.binding)
+  const verdict = checkBinding(session, c.meta, c.tl.binding)
   if (verdict.mismatched.length > 0) {
     const events: SecurityEvent[] = [{ type: 'fingerprint_mismatch', ...who, reason: verdict.action, detail: { signals: verdict.mismatched, generation: token.generation } }]
     if (verdict.action === 'revoke') {
@@ -112,8 +127,7 @@ function rotate (c: DecideContext, expiresAt: number, events: SecurityEvent[]): 
 
 /** The refresh token of a request: from the body, or the HttpOnly cookie; both and different is ambiguous. */
 export function presentedRefreshToken (request: FastifyRequest, fromBody: string | undefined): { token: string, fromCookie: boolean } | undefined {
-  const cookie = request.cookies?.[COOKIE_NAME]
-  const fromCookie = cookie === undefined || cookie === '' ? undefined : cookie
+  const fromCookie = refreshCookie(request)
   if (fromBody !== undefined && fromCookie !== undefined && fromBody !== fromCookie) {
     throw invalidRequest('refresh token given in both body and cookie, and they differ')
   }
@@ -134,7 +148,7 @@ export async function handler (tl: Tokenline, { request, reply, params, client }
   // is used only on a request that proves where it came from. Checked before the session is read,
   // so a refused request rotates, revokes and clears nothing.
   if (fromCookie) checkCsrf(tl, request, client)
-  if (!hasGrant(client, grantType)) throw new OAuthError('unauthorized_client', 'client may not use the refresh_token grant')
+  requireGrant(client, grantType)
   // The checksum turns away garbage without touching the database.
   if (!isWellFormedRefreshToken(token)) throw invalidGrant('refresh token is malformed', 'token_invalid', fromCookie)
   const meta = requestMeta(request, deviceIdParam(params))
@@ -162,10 +176,10 @@ export async function handler (tl: Tokenline, { request, reply, params, client }
       const successor = openSuccessor(token, result.sealed)
       /* c8 ignore next 2 -- the seal was made from this very token; failing to open it means corruption */
       if (successor === undefined) throw new OAuthError('server_error')
-      return tokenResponse(tl, reply, client, result.state.session, result.decision.scope, successor, now)
+      return issueTokens(tl, reply, client, result.state.session, result.decision.scope, successor, now)
     }
     case 'rotated':
       logEvents(tl, request.log, result.decision.events)
-      return tokenResponse(tl, reply, client, result.state.session, result.decision.scope, child, now)
+      return issueTokens(tl, reply, client, result.state.session, result.decision.scope, child, now)
   }
 }

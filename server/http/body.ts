@@ -88,9 +88,9 @@ export function parseForm (body: string): Params {
 }
 
 /**
- * SPEC §4: array/object syntax (`grant_type[]`, `username[$ne]`, `__proto__[admin]`) is refused rather
- * than ignored as an unknown name, so a qs-style parser in front of Tokenline can never turn it into
- * something else.
+ * Array/object syntax (`grant_type[]`, `username[$ne]`, `__proto__[admin]`) is refused rather than
+ * ignored as an unknown name: RFC 6749 parameters are flat name/value pairs (§3.2, Appendix B), and a
+ * qs-style parser in front of Tokenline can then never turn one into something else.
  */
 function checkName (key: string): void {
   if (key.includes('[') || key.includes(']')) throw invalidRequest('array and object parameter syntax is not supported')

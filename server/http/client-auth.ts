@@ -64,3 +64,14 @@ export async function authenticateClient (request: FastifyRequest, params: Param
   if (!timingSafeEqual(secretDigest(p.secret), client.secretDigest)) throw fail('client authentication failed')
   return client
 }
+
+/**
+ * Whether the client was registered for this `grant_type`. Here rather than beside the grant registry
+ * (server/grants/index.ts): the grant modules ask it, and the registry imports them.
+ */
+export const hasGrant = (client: Client, grant: string): boolean => client.grants.split(' ').includes(grant)
+
+/** RFC 6749 §5.2 `unauthorized_client`: the authenticated client may not use this grant type. */
+export function requireGrant (client: Client, grant: string): void {
+  if (!hasGrant(client, grant)) throw new OAuthError('unauthorized_client', `client may not use the ${grant} grant`)
+}

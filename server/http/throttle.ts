@@ -2,8 +2,10 @@ import rateLimit from '@fastify/rate-limit'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { isIPv6 } from 'node:net'
 import type { SecurityEvent } from '../../db/store.js'
-import { logEvents, type Tokenline } from '../context.js'
+import type { Tokenline } from '../context.js'
+import { logEvents } from '../sessions/events.js'
 import { OAuthError } from '../errors.js'
+import { grantType as PASSWORD_GRANT } from '../grants/password.js'
 import { ipPrefix, normaliseIp } from '../security/fingerprint.js'
 
 /*
@@ -90,7 +92,7 @@ export function throttled (retryAfterMs: number): OAuthError {
 }
 
 const isPasswordGrant = (request: FastifyRequest): boolean =>
-  (request.body as Record<string, unknown> | null | undefined)?.grant_type === 'password'
+  (request.body as Record<string, unknown> | null | undefined)?.grant_type === PASSWORD_GRANT
 
 /**
  * Adds both budgets to the encapsulated context of the token endpoint; call before its routes are

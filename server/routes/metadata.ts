@@ -1,5 +1,6 @@
 import type { FastifyInstance } from 'fastify'
 import type { Tokenline } from '../context.js'
+import { grants } from '../grants/index.js'
 import { publicOnly } from '../tokens/signing-keys.js'
 import type { RouteDoc } from './openapi.js'
 
@@ -31,7 +32,7 @@ export function metadataRoutes (app: FastifyInstance, tl: Tokenline): void {
     issuer: tl.opts.issuer,
     token_endpoint: `${base}/token`,
     jwks_uri: `${base}/.well-known/jwks.json`,
-    grant_types_supported: ['password', 'refresh_token'],
+    grant_types_supported: [...grants.keys()],
     // There is no authorization endpoint; RFC 8414 §2 still requires the member.
     response_types_supported: [],
     token_endpoint_auth_methods_supported: ['none', 'client_secret_basic', 'client_secret_post'],

@@ -1,9 +1,9 @@
-import { createHash, timingSafeEqual } from 'node:crypto'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { Counter, Gauge, Histogram, Registry } from 'prom-client'
 import { latestMigration } from '../../db/sqlite/database.js'
 import type { Tokenline } from '../context.js'
-import { OAuthError } from '../errors.js'
+import { grants } from '../grants/index.js'
+import { checkMetricsToken } from '../http/bearer-auth.js'
 import { oauthError, str, type RouteDoc } from './openapi.js'
 
 /*
@@ -14,8 +14,6 @@ import { oauthError, str, type RouteDoc } from './openapi.js'
  * two Tokenline instances (or a host app using prom-client's global registry) never collide. Process
  * metrics (CPU, heap, event loop) are the host's business and are not collected here.
  */
-
-const GRANTS = new Set(['password', 'refresh_token'])
 
 /** Seconds; the password grant spends most of its time in argon2 (tens of ms), a refresh well under 5 ms. */
 const LATENCY_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5]
@@ -54,19 +52,6 @@ const metricsDoc: RouteDoc = {
 
 export interface Metrics {
   registry: Registry
-}
-
-const digest = (s: string): Buffer => createHash('sha256').update(s).digest()
-
-/** `Authorization: Bearer <metricsToken>`, compared in constant time (over digests, so lengths never leak). */
-function checkMetricsToken (expected: string, request: FastifyRequest): void {
-  const header = request.headers.authorization
-  const m = typeof header === 'string' ? /^Bearer ([\x21-\x7e]+)$/i.exec(header) : null
-  if (m?.[1] !== undefined && timingSafeEqual(digest(m[1]), digest(expected))) return
-  // RFC 6750 §3: a missing credential gets no error code; a wrong one is invalid_token.
-  throw new OAuthError('invalid_token', m === null ? 'bearer token required' : 'wrong metrics token', {
-    headers: { 'www-authenticate': m === null ? 'Bearer realm="tokenline"' : 'Bearer realm="tokenline", error="invalid_token"' }
-  })
 }
 
 /**
@@ -114,8 +99,8 @@ export async function opsRoutes (app: FastifyInstance, tl: Tokenline): Promise<M
   })
 
   // Every counter starts at 0 for the main label sets, so dashboards and rate() see them before the first event.
-  for (const g of GRANTS) latency.zero({ grant_type: g })
-  for (const g of GRANTS) requests.inc({ grant_type: g, outcome: 'ok', reason: '' }, 0)
+  for (const g of grants.keys()) latency.zero({ grant_type: g })
+  for (const g of grants.keys()) requests.inc({ grant_type: g, outcome: 'ok', reason: '' }, 0)
   reuse.inc(0)
 
   tl.onEvents = (list) => {
@@ -150,7 +135,7 @@ export async function opsRoutes (app: FastifyInstance, tl: Tokenline): Promise<M
     if (status === 429 || (status === 503 && reply.hasHeader('retry-after'))) throttled.inc({ status: String(status) })
     if (request.routeOptions.url !== tokenUrl || request.method !== 'POST') return
     const raw = (request.body as Record<string, unknown> | undefined)?.grant_type
-    const grant = typeof raw === 'string' && GRANTS.has(raw) ? raw : raw === undefined ? 'none' : 'other'
+    const grant = typeof raw === 'string' && grants.has(raw) ? raw : raw === undefined ? 'none' : 'other'
     const o = outcomes.get(request)
     requests.inc({ grant_type: grant, outcome: status < 400 ? 'ok' : o?.error ?? `http_${status}`, reason: o?.reason ?? '' })
     latency.observe({ grant_type: grant }, reply.elapsedTime / 1000)

@@ -2,12 +2,14 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import type { Client, SecurityEvent } from '../../db/store.js'
 import { bodyParams } from '../http/body.js'
 import { authenticateClient } from '../http/client-auth.js'
-import { logEvents, requestMeta, type Tokenline } from '../context.js'
+import type { Tokenline } from '../context.js'
+import { requestMeta } from '../http/request-meta.js'
+import { logEvents } from '../sessions/events.js'
 import { checkCsrf } from '../http/csrf.js'
 import { invalidRequest } from '../errors.js'
-import { COOKIE_NAME, clearRefreshCookie } from '../tokens/response.js'
+import { clearRefreshCookie, refreshCookie } from '../tokens/response.js'
 import { digest, isWellFormedRefreshToken } from '../tokens/refresh-format.js'
-import { verifyAccessToken } from '../sessions/state.js'
+import { sessionOf, verifyAccessToken } from '../http/bearer-auth.js'
 import { FORM_OR_JSON, clientAuthParams, oauthError, str, throttledResponse, type RouteDoc } from './openapi.js'
 
 /** The reason recorded on a session ended through the revocation endpoint. */
@@ -33,8 +35,8 @@ async function identify (tl: Tokenline, token: string): Promise<Found> {
   // An expired or forged access token is invalid, so revoking it is a no-op (RFC 7009 §2.2).
   const claims = verifyAccessToken(tl, token)
   if (claims === undefined) return { kind: 'unknown' }
-  const session = await tl.store.findSession(claims.sid)
-  if (session === undefined || session.userId !== claims.sub || session.clientId !== claims.client_id) return { kind: 'unknown' }
+  const session = await sessionOf(tl, claims)
+  if (session === undefined) return { kind: 'unknown' }
   return { kind: 'session', sessionId: session.id, userId: session.userId, clientId: session.clientId, tokenType: 'access_token' }
 }
 
@@ -75,10 +77,9 @@ export function revokeRoute (app: FastifyInstance, tl: Tokenline): void {
   app.post('/token/revoke', { config: { openapi: revokeDoc } }, async (request: FastifyRequest, reply: FastifyReply) => {
     const params = bodyParams(request)
     const client = await authenticateClient(request, params, tl.store)
-    const cookie = request.cookies?.[COOKIE_NAME]
-    const hasCookie = cookie !== undefined && cookie !== ''
-    if (hasCookie) checkCsrf(tl, request, client)
-    const token = params.token ?? (hasCookie ? cookie : undefined)
+    const cookie = refreshCookie(request)
+    if (cookie !== undefined) checkCsrf(tl, request, client)
+    const token = params.token ?? cookie
     if (token === undefined) throw invalidRequest('missing required parameter token')
 
     const found = await identify(tl, token)

@@ -1,47 +1,14 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify'
-import type { SecurityEvent, Session } from '../../db/store.js'
-import { logEvents, requestMeta, type Tokenline } from '../context.js'
+import type { SecurityEvent } from '../../db/store.js'
+import type { Tokenline } from '../context.js'
+import { requestMeta } from '../http/request-meta.js'
+import { logEvents } from '../sessions/events.js'
 import { OAuthError, invalidRequest } from '../errors.js'
-import type { AccessClaims } from '../tokens/signing-keys.js'
-import { liveSessionOf, verifyAccessToken } from '../sessions/state.js'
+import { authenticateBearer, type Caller } from '../http/bearer-auth.js'
 import { oauthError, str, type RouteDoc } from './openapi.js'
 
 /** The reason recorded on a session the user ended through the sessions API. */
 export const USER_REVOKED = 'user_revoked'
-
-/** Bearer tokens are base64url JWTs: three dot-separated parts (RFC 6750 §2.1 b64token). */
-const BEARER = /^bearer +([A-Za-z0-9\-._~+/]+=*)$/i
-const MAX_TOKEN = 8192
-
-export interface Caller {
-  claims: AccessClaims
-  session: Session
-}
-
-const invalidToken = (description: string): OAuthError =>
-  new OAuthError('invalid_token', description, { headers: { 'www-authenticate': 'Bearer error="invalid_token"' } })
-
-/**
- * RFC 6750 §2.1 bearer authentication, checked against the live session (SPEC §6): a revoked or
- * expired session, or a disabled user, ends the token here at once, whatever its `exp`. A request
- * with no bearer credentials gets a bare challenge (§3.1: no error code when none were sent).
- */
-export async function authenticateBearer (tl: Tokenline, request: FastifyRequest): Promise<Caller> {
-  // RFC 6750 §2.3 / RFC 9700 §4.3.2: never a token in the URL.
-  const query = request.query as Record<string, unknown> | undefined
-  if (query !== undefined && query !== null && Object.hasOwn(query, 'access_token')) throw invalidRequest('access tokens must not be sent in the query string')
-  const header = request.headers.authorization
-  if (header === undefined || !/^bearer(\s|$)/i.test(header)) {
-    throw new OAuthError('invalid_token', 'bearer access token required', { headers: { 'www-authenticate': 'Bearer realm="tokenline"' } })
-  }
-  const m = BEARER.exec(header)
-  if (m?.[1] === undefined || m[1].length > MAX_TOKEN) throw invalidToken('malformed bearer token')
-  const claims = verifyAccessToken(tl, m[1])
-  if (claims === undefined) throw invalidToken('access token is invalid or expired')
-  const session = await liveSessionOf(tl, claims)
-  if (session === undefined) throw invalidToken('session is no longer active')
-  return { claims, session }
-}
 
 const iso = (ms: number): string => new Date(ms).toISOString()
 
@@ -97,8 +64,9 @@ const endOthersDoc: RouteDoc = {
 }
 
 /**
- * The signed-in user's sessions (SPEC §7): list them, end one, or end all but the current one.
- * Any valid access token of the user may do this; the sessions are the user's own.
+ * The signed-in user's sessions: list them, end one, or end all but the current one, so a user can
+ * see where they are signed in and end a login they do not recognise. Any valid access token of the
+ * user may do this; the sessions are the user's own.
  */
 export function sessionsRoutes (app: FastifyInstance, tl: Tokenline): void {
   app.get('/sessions', {
@@ -143,29 +111,24 @@ export function sessionsRoutes (app: FastifyInstance, tl: Tokenline): void {
     const caller = await authenticateBearer(tl, request)
     const query = request.query as Record<string, unknown>
     if (query.scope !== 'others') throw invalidRequest('scope=others is required: DELETE /sessions/:id ends one session')
-    const meta = requestMeta(request, null)
     const events = await tl.store.revokeUserSessions({
       userId: caller.claims.sub,
       reason: USER_REVOKED,
       now: tl.opts.now(),
       except: caller.session.id,
-      actor: { ip: meta.ip, userAgent: meta.userAgent, detail: { via: 'sessions_api', by_session: caller.session.id } }
+      actor: actor(request, caller)
     })
     logEvents(tl, request.log, events)
     return { revoked: events.length }
   })
 }
 
-function revokedEvent (request: FastifyRequest, caller: Caller, sessionId: string, clientId: string): SecurityEvent {
+/** Who ended a session through this API, as its `session_revoked` event tells: the caller's request and session. */
+function actor (request: FastifyRequest, caller: Caller): Pick<SecurityEvent, 'ip' | 'userAgent' | 'detail'> {
   const meta = requestMeta(request, null)
-  return {
-    type: 'session_revoked',
-    userId: caller.claims.sub,
-    sessionId,
-    clientId,
-    ip: meta.ip,
-    userAgent: meta.userAgent,
-    reason: USER_REVOKED,
-    detail: { via: 'sessions_api', by_session: caller.session.id }
-  }
+  return { ip: meta.ip, userAgent: meta.userAgent, detail: { via: 'sessions_api', by_session: caller.session.id } }
+}
+
+function revokedEvent (request: FastifyRequest, caller: Caller, sessionId: string, clientId: string): SecurityEvent {
+  return { type: 'session_revoked', userId: caller.claims.sub, sessionId, clientId, reason: USER_REVOKED, ...actor(request, caller) }
 }

@@ -5,44 +5,17 @@ import type { Tokenline } from '../context.js'
 import { OAuthError, invalidRequest } from '../errors.js'
 import { grantParams, grants } from '../grants/index.js'
 import { tokenResponseSchema } from '../tokens/response.js'
-import { FORM_OR_JSON, clientAuthParams, oauthError, str, throttledResponse, type RouteDoc } from './openapi.js'
+import { FORM_OR_JSON, oauthError, throttledResponse, type RouteDoc } from './openapi.js'
 
 const UNSUPPORTED = `grant_type must be ${[...grants.keys()].join(' or ')}`
 
-const passwordGrantParams = {
-  title: 'password grant',
-  type: 'object',
-  required: ['grant_type', 'username', 'password'],
-  properties: {
-    grant_type: str('`password` (RFC 6749 §4.3.2)', { enum: ['password'] }),
-    ...clientAuthParams,
-    username: str('the user\'s name'),
-    password: str('the user\'s password, verified exactly as sent'),
-    scope: str('space-separated subset of the client\'s scopes; default: all of them'),
-    device_id: str('binds the session to this device id; later refreshes must send it')
-  }
-}
-
-const refreshGrantParams = {
-  title: 'refresh_token grant',
-  type: 'object',
-  required: ['grant_type'],
-  properties: {
-    grant_type: str('`refresh_token` (RFC 6749 §6)', { enum: ['refresh_token'] }),
-    ...clientAuthParams,
-    refresh_token: str('the refresh token (`tlrt_...`); cookie clients send it in the `__Secure-tokenline-rt` cookie instead'),
-    scope: str('may only narrow the session\'s scope, for this access token'),
-    device_id: str('required when the session is bound to a device id')
-  }
-}
-
 const tokenDoc: RouteDoc = {
-  summary: 'Token endpoint: password and refresh_token grants',
+  summary: `Token endpoint: ${[...grants.keys()].join(' and ')} grants`,
   description: 'RFC 6749 §3.2. Form or JSON body of string values; a repeated parameter, an array or object value, a parameter in the query string or an unsupported content type is `400 invalid_request`. Refresh tokens rotate on every use; a consumed one presented again revokes its session (`reuse_detected`).',
   tags: ['token'],
   consumes: FORM_OR_JSON,
   security: [{}, { clientBasic: [] }],
-  body: { oneOf: [passwordGrantParams, refreshGrantParams] },
+  body: { oneOf: [...grants.values()].map((g) => g.bodyDoc) },
   // 200 is the route's own schema.response.
   response: {
     400: oauthError('invalid_request, invalid_grant (with `reason`), invalid_client (body credentials), unauthorized_client, unsupported_grant_type, invalid_scope'),

@@ -2,8 +2,8 @@
 import { OAuthError } from '../errors.js'
 
 /*
- * A semaphore in front of argon2 (shared/reference/performance.md §7.1). Each hash holds m KiB
- * (19 MiB at OWASP parameters) and a libuv threadpool thread for tens of milliseconds; without a cap,
+ * A semaphore in front of argon2. Each hash holds its memory parameter m, in KiB (RFC 9106 §3.1;
+ * 19 MiB at OWASP parameters), and a libuv threadpool thread for tens of milliseconds; without a cap,
  * a login storm fills the threadpool (4 threads by default), so fs and async crypto queue behind it,
  * and memory grows with every request in flight. With the cap, at most `concurrency` hashes run, a
  * short queue absorbs bursts, and the rest are refused at once with 503 + Retry-After (RFC 9110

@@ -1,5 +1,6 @@
 import ipaddr from 'ipaddr.js'
 import { isIP } from 'node:net'
+import type { Session } from '../../db/store.js'
 import type { Policy } from '../options.js'
 
 /** What a request looks like, as far as binding goes. */
@@ -91,11 +92,11 @@ export function sameNetwork (a: string | null, b: string): boolean {
   return ipPrefix(a) === ipPrefix(b)
 }
 
-export interface Bound {
-  user_agent: string | null
-  ip: string | null
-  device_id: string | null
-}
+/**
+ * What a request is compared with: the facts a session bound at login, named as the session names
+ * them, so a session is one as it stands.
+ */
+export type Bound = Pick<Session, 'userAgent' | 'ip' | 'deviceId'>
 
 export interface BindingVerdict {
   /** The most severe policy among the signals that did not match. */
@@ -117,9 +118,9 @@ export function checkBinding (bound: Bound, fp: Fingerprint, policy: BindingPoli
     mismatched.push(signal)
     if (SEVERITY[p] > SEVERITY[action]) action = p
   }
-  if (normaliseUserAgent(bound.user_agent ?? '') !== normaliseUserAgent(fp.userAgent)) note('user_agent', policy.userAgent)
+  if (normaliseUserAgent(bound.userAgent ?? '') !== normaliseUserAgent(fp.userAgent)) note('user_agent', policy.userAgent)
   if (!sameNetwork(bound.ip, fp.ip)) note('ip', policy.ip)
-  if (bound.device_id !== null && bound.device_id !== fp.deviceId) note('device_id', policy.deviceId)
+  if (bound.deviceId !== null && bound.deviceId !== fp.deviceId) note('device_id', policy.deviceId)
   return { action, mismatched }
 }
 

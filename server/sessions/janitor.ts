@@ -22,7 +22,7 @@ const yieldTurn = async (): Promise<void> => await new Promise((resolve) => setI
  *
  * - sessions past their absolute expiry, with their whole lineage (ON DELETE CASCADE), whether they
  *   ended by revocation, idleness or age. A session that is still within its absolute lifetime keeps
- *   every consumed token, so a replay of any of them is still recognised as reuse (SPEC §7);
+ *   every consumed token, so a replay of any of them is still recognised as reuse (RFC 9700 §4.14.2);
  * - security events older than `eventRetention` seconds (0 keeps them forever).
  */
 export async function prune (store: Store, now: number, eventRetention: number, batch = PRUNE_BATCH): Promise<PruneReport> {

@@ -83,7 +83,7 @@ export async function buildServer (options: TokenlineOptions, server: Pick<Serve
     reply.code(404).type('application/json; charset=utf-8').send({ error: 'not_found', error_description: 'no such route' })
   })
   await app.register(tokenline, options)
-  // The demo SPA at / (SPEC §3). One route per file present at start, no wildcard: every other path
+  // The demo SPA at / (README, "The demo SPA"). One route per file present at start, no wildcard: every other path
   // keeps its Tokenline route or the JSON 404 above.
   const root = publicDir()
   if (root !== undefined) {

@@ -1,7 +1,7 @@
 import type { onRequestHookHandler } from 'fastify'
 import type { SigningKey, Store } from '../../db/store.js'
 import type { Tokenline } from '../context.js'
-import { generateKey } from './signing-keys.js'
+import { generateStoredKey } from './signing-keys.js'
 import type { ResolvedOptions } from '../options.js'
 
 /**
@@ -24,9 +24,9 @@ export interface Rotation {
 
 /**
  * Generates a new signing key (algorithm: the configured one) and retires the current ones. A retired
- * key stays in the JWKS until every access token it may have signed has expired (RFC 7517 key
- * rollover; security.md I4): the longest access-token lifetime in force (the server's setting or any
- * client's override), plus the interval in which a running server may still sign with it before it
+ * key stays in the JWKS until every access token it may have signed has expired, since resource servers
+ * verify with the keys the server publishes (RFC 9068 §4): the longest access-token lifetime in force
+ * (the server's setting or any client's override), plus the interval in which a running server may still sign with it before it
  * notices the rotation, plus a margin.
  */
 export async function rotateKeys (store: Store, opts: Pick<ResolvedOptions, 'algorithm' | 'accessTokenTtl'>, now: number, { dropOld = false } = {}): Promise<Rotation> {
@@ -34,9 +34,9 @@ export async function rotateKeys (store: Store, opts: Pick<ResolvedOptions, 'alg
   // dropOld (a key that may have leaked): unpublished at once, so every token it signed stops
   // verifying as soon as resource servers refetch the JWKS; clients refresh to get new ones.
   const retiredUntil = dropOld ? now : now + (longest + RETIRE_MARGIN_S) * 1000 + KEY_CHECK_INTERVAL_MS
-  const k = generateKey(opts.algorithm)
-  const retired = await store.rotateSigningKey({ key: { kid: k.kid, alg: k.alg, privatePem: k.privatePem, publicJwk: JSON.stringify(k.publicJwk) }, now, retiredUntil })
-  return { key: { kid: k.kid, alg: k.alg }, retired, retiredUntil }
+  const key = generateStoredKey(opts.algorithm)
+  const retired = await store.rotateSigningKey({ key, now, retiredUntil })
+  return { key: { kid: key.kid, alg: key.alg }, retired, retiredUntil }
 }
 
 /**

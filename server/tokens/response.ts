@@ -1,4 +1,4 @@
-import type { FastifyReply } from 'fastify'
+import type { FastifyReply, FastifyRequest } from 'fastify'
 import type { Client, Session } from '../../db/store.js'
 import type { Tokenline } from '../context.js'
 import { randomId } from './refresh-format.js'
@@ -40,10 +40,11 @@ export function cookiePath (tl: Tokenline): string {
 }
 
 /**
- * Builds the RFC 6749 §5.1 response: an RFC 9068 access token, and the refresh token in the body
- * for `body`/`both` clients and in an HttpOnly cookie for `cookie`/`both` clients.
+ * Signs an RFC 9068 access token for the session and hands both tokens over: the refresh token in
+ * the body for `body`/`both` clients and in an HttpOnly cookie for `cookie`/`both` clients. Returns
+ * the RFC 6749 §5.1 response body.
  */
-export function tokenResponse (
+export function issueTokens (
   tl: Tokenline,
   reply: FastifyReply,
   client: Client,
@@ -71,12 +72,25 @@ export function tokenResponse (
   return body
 }
 
+/**
+ * The refresh cookie's attributes, the same to set and to clear it: a browser replaces a cookie only
+ * with one of the same name and path (RFC 6265 §5.3), and takes a `__Secure-` one only with `Secure`.
+ */
+const cookieAttributes = (tl: Tokenline): { httpOnly: true, secure: true, sameSite: 'strict', path: string } =>
+  ({ httpOnly: true, secure: true, sameSite: 'strict', path: cookiePath(tl) })
+
 export function setRefreshCookie (tl: Tokenline, reply: FastifyReply, token: string, expiresAt: number, now: number): void {
   // Max-Age never exceeds what is left of the session's absolute lifetime.
   const maxAge = Math.max(0, Math.floor((expiresAt - now) / 1000))
-  reply.setCookie(COOKIE_NAME, token, { httpOnly: true, secure: true, sameSite: 'strict', path: cookiePath(tl), maxAge })
+  reply.setCookie(COOKIE_NAME, token, { ...cookieAttributes(tl), maxAge })
 }
 
 export function clearRefreshCookie (tl: Tokenline, reply: FastifyReply): void {
-  reply.clearCookie(COOKIE_NAME, { httpOnly: true, secure: true, sameSite: 'strict', path: cookiePath(tl) })
+  reply.clearCookie(COOKIE_NAME, cookieAttributes(tl))
+}
+
+/** The refresh cookie a request carries; an empty one counts as none, as an empty parameter does (RFC 6749 §3.2). */
+export function refreshCookie (request: FastifyRequest): string | undefined {
+  const cookie = request.cookies?.[COOKIE_NAME]
+  return cookie === undefined || cookie === '' ? undefined : cookie
 }

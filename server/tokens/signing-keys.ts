@@ -1,5 +1,6 @@
 import { createPrivateKey, createPublicKey, generateKeyPairSync, randomBytes, type JsonWebKey } from 'node:crypto'
 import { createSigner, createVerifier, createDecoder } from 'fast-jwt'
+import type { NewSigningKey } from '../../db/store.js'
 import { OAuthError } from '../errors.js'
 import type { Algorithm } from '../options.js'
 
@@ -27,6 +28,12 @@ export function generateKey (alg: Algorithm): KeyMaterial {
     privatePem: pair.privateKey.export({ format: 'pem', type: 'pkcs8' }).toString(),
     publicJwk: { ...jwk, kid, alg, use: 'sig' }
   }
+}
+
+/** A new key as the store keeps it, its public JWK as JSON text. */
+export function generateStoredKey (alg: Algorithm): NewSigningKey {
+  const k = generateKey(alg)
+  return { kid: k.kid, alg: k.alg, privatePem: k.privatePem, publicJwk: JSON.stringify(k.publicJwk) }
 }
 
 /** Only the members a public JWK may carry (RFC 7517 §4, RFC 7518 §6): never d, p, q, dp, dq, qi, k. */

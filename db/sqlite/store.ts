@@ -264,6 +264,7 @@ export function createStore (db: DB): Store {
     loginFailure: db.prepare<[string, string], LoginFailureRow>('SELECT * FROM login_failures WHERE username = ? AND source = ?'),
     upsertLoginFailure: db.prepare(`INSERT INTO login_failures (username, source, failures, locked_until, updated_at) VALUES (@username, @source, @failures, @lockedUntil, @now)
       ON CONFLICT (username, source) DO UPDATE SET failures = excluded.failures, locked_until = excluded.locked_until, updated_at = excluded.updated_at`),
+    anyLoginFailure: db.prepare<[string], { ok: number }>('SELECT 1 AS ok FROM login_failures WHERE username = ? LIMIT 1'),
     clearLoginFailure: db.prepare('DELETE FROM login_failures WHERE username = ? AND source = ?'),
     clearLoginFailuresAll: db.prepare('DELETE FROM login_failures WHERE username = ?'),
     // A few stale rows per failure keep the table bounded without a janitor of its own.
@@ -536,6 +537,7 @@ export function createStore (db: DB): Store {
     async pruneEvents (before, limit) { return q.pruneEvents.run(before, limit).changes },
 
     async loginFailures (username, source) { return maybe(q.loginFailure.get(username, source), toLoginFailures) },
+    async hasLoginFailures (username) { return q.anyLoginFailure.get(username) !== undefined },
     async recordLoginFailure (input) { return tx.recordLoginFailure.immediate(input) },
     async clearLoginFailures (clear) { return tx.clearLoginFailures.immediate(clear) },
     async deviceKnown (userId, deviceId) { return q.deviceKnown.get(userId, deviceId) !== undefined },

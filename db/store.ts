@@ -326,6 +326,8 @@ export interface Store {
 
   /** The failure counter of a normalised username from one source; undefined if it has none. */
   loginFailures: (username: string, source: string) => Promise<LoginFailures | undefined>
+  /** Whether the normalised username has a failure counter from any source. */
+  hasLoginFailures: (username: string) => Promise<boolean>
   /** Counts one failed password attempt, in one transaction with its events. */
   recordLoginFailure: (input: LoginFailureInput) => Promise<LoginFailures>
   /**

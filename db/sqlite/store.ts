@@ -264,6 +264,7 @@ export function createStore (db: DB): Store {
     loginFailure: db.prepare<[string, string], LoginFailureRow>('SELECT * FROM login_failures WHERE username = ? AND source = ?'),
     upsertLoginFailure: db.prepare(`INSERT INTO login_failures (username, source, failures, locked_until, updated_at) VALUES (@username, @source, @failures, @lockedUntil, @now)
       ON CONFLICT (username, source) DO UPDATE SET failures = excluded.failures, locked_until = excluded.locked_until, updated_at = excluded.updated_at`),
+    anyLoginFailure: db.prepare<[string], { ok: number }>('SELECT 1 AS ok FROM login_failures WHERE username = ? LIMIT 1'),
     clearLoginFailure: db.prepare('DELETE FROM login_failures WHERE username = ? AND source = ?'),
     clearLoginFailuresAll: db.prepare('DELETE FROM login_failures WHERE username = ?'),
     // A few stale rows per failure keep the table bounded without a janitor of its own.
@@ -305,6 +306,36 @@ export function createStore (db: DB): Store {
       n++
     }
     return n
+  }
+
+  /** One rotation: reads the token, its session and user, applies the grant's decision. Run in a transaction. */
+  const rotate = (input: RefreshInput): RefreshResult => {
+    const tokenRow = q.token.get(input.digest)
+    if (tokenRow === undefined) return { kind: 'not_found' }
+    const token = toToken(tokenRow)
+    const session = toSession(q.session.get(token.sessionId) as SessionRow)
+    const state: RefreshState = { token, session, user: toUser(q.userById.get(session.userId) as UserRow) }
+    const decision = input.decide(state)
+
+    if (decision.kind === 'reject') {
+      if (decision.revoke !== undefined) q.revokeSession.run(input.now, decision.revoke, session.id)
+      record(decision.events, input.now)
+      return { kind: 'rejected', state, decision }
+    }
+    if (decision.kind === 'replay') {
+      record(decision.events, input.now)
+      return { kind: 'replayed', state, decision, sealed: token.successorSealed as Buffer }
+    }
+    const m = input.meta
+    const consumed = q.consume.run({ now: input.now, ip: m.ip, userAgent: m.userAgent, deviceId: m.deviceId, sealed: input.sealed, digest: input.digest })
+    const advanced = q.advance.run({ now: input.now, idleExpiresAt: decision.idleExpiresAt, id: session.id, generation: token.generation })
+    // Both compare-and-sets hold under the write lock; if either misses, the decision was made on a
+    // stale view, which the immediate transaction rules out. Throwing rolls everything back.
+    if (consumed.changes !== 1 || advanced.changes !== 1) throw new StoreError('conflict', 'rotation compare-and-set failed')
+    const generation = token.generation + 1
+    q.insertToken.run({ digest: input.childDigest, sessionId: session.id, generation, parentGeneration: token.generation, now: input.now, ip: m.ip, userAgent: m.userAgent })
+    record(decision.events, input.now)
+    return { kind: 'rotated', state, decision, generation }
   }
 
   /** The store's transactions, each run `.immediate()` (writes) or `.deferred()` (consistent reads) below. */
@@ -358,34 +389,7 @@ export function createStore (db: DB): Store {
       record(s.events, s.now)
     }),
 
-    refresh: db.transaction((input: RefreshInput): RefreshResult => {
-      const tokenRow = q.token.get(input.digest)
-      if (tokenRow === undefined) return { kind: 'not_found' }
-      const token = toToken(tokenRow)
-      const session = toSession(q.session.get(token.sessionId) as SessionRow)
-      const state: RefreshState = { token, session, user: toUser(q.userById.get(session.userId) as UserRow) }
-      const decision = input.decide(state)
-
-      if (decision.kind === 'reject') {
-        if (decision.revoke !== undefined) q.revokeSession.run(input.now, decision.revoke, session.id)
-        record(decision.events, input.now)
-        return { kind: 'rejected', state, decision }
-      }
-      if (decision.kind === 'replay') {
-        record(decision.events, input.now)
-        return { kind: 'replayed', state, decision, sealed: token.successorSealed as Buffer }
-      }
-      const m = input.meta
-      const consumed = q.consume.run({ now: input.now, ip: m.ip, userAgent: m.userAgent, deviceId: m.deviceId, sealed: input.sealed, digest: input.digest })
-      const advanced = q.advance.run({ now: input.now, idleExpiresAt: decision.idleExpiresAt, id: session.id, generation: token.generation })
-      // Both compare-and-sets hold under the write lock; if either misses, the decision was made on a
-      // stale view, which the immediate transaction rules out. Throwing rolls everything back.
-      if (consumed.changes !== 1 || advanced.changes !== 1) throw new StoreError('conflict', 'rotation compare-and-set failed')
-      const generation = token.generation + 1
-      q.insertToken.run({ digest: input.childDigest, sessionId: session.id, generation, parentGeneration: token.generation, now: input.now, ip: m.ip, userAgent: m.userAgent })
-      record(decision.events, input.now)
-      return { kind: 'rotated', state, decision, generation }
-    }),
+    refresh: db.transaction(rotate),
 
     revokeSession: db.transaction(({ sessionId, reason, now, events }: Parameters<Store['revokeSession']>[0]): boolean => {
       const changed = q.revokeSession.run(now, reason, sessionId).changes === 1
@@ -439,6 +443,55 @@ export function createStore (db: DB): Store {
     })
   }
 
+  /*
+   * Group commit: the rotations that arrive in one turn of the event loop share one immediate
+   * transaction, so the WAL is written and committed once for all of them instead of once each (the
+   * commit is most of a rotation's cost). Each rotation runs in its own savepoint (a nested
+   * better-sqlite3 transaction), so one that throws rolls back alone; if the commit itself fails, none
+   * of them happened and every caller gets the error. Rotations of one token in the same batch see
+   * each other's writes in arrival order, exactly as back-to-back transactions would.
+   */
+  const groupCommit = (() => {
+    interface Pending { input: RefreshInput, resolve: (r: RefreshResult) => void, reject: (err: unknown) => void, result?: RefreshResult, error?: unknown, failed?: boolean }
+    let queue: Pending[] = []
+    const batch = db.transaction((items: Pending[]) => {
+      for (const p of items) {
+        try {
+          p.result = tx.refresh(p.input)
+        } catch (err) {
+          p.failed = true
+          p.error = err
+        }
+      }
+    })
+    const flush = (): void => {
+      const items = queue
+      queue = []
+      try {
+        if (items.length === 1) {
+          const p = items[0] as Pending
+          p.resolve(tx.refresh.immediate(p.input))
+          return
+        }
+        batch.immediate(items)
+      } catch (err) {
+        for (const p of items) p.reject(err)
+        return
+      }
+      for (const p of items) {
+        if (p.failed === true) p.reject(p.error)
+        else p.resolve(p.result as RefreshResult)
+      }
+    }
+    return {
+      async run (input: RefreshInput): Promise<RefreshResult> {
+        return await new Promise((resolve, reject) => {
+          if (queue.push({ input, resolve, reject }) === 1) setImmediate(flush)
+        })
+      }
+    }
+  })()
+
   return {
     async createUser (u) { q.insertUser.run(u) },
     async findUserByUsername (username) { return maybe(q.userByName.get(username), toUser) },
@@ -471,7 +524,7 @@ export function createStore (db: DB): Store {
     async startSession (s) { tx.startSession.immediate(s) },
     async refresh<V extends RefreshVerdict> (input: RefreshInput<V>) {
       // The transaction hands back the decision it was given, so the result carries V's own fields.
-      return tx.refresh.immediate(input) as RefreshResult<V>
+      return await groupCommit.run(input) as RefreshResult<V>
     },
     async findSession (id) { return maybe(q.session.get(id), toSession) },
     async revokeSession (revocation) { return tx.revokeSession.immediate(revocation) },
@@ -484,6 +537,7 @@ export function createStore (db: DB): Store {
     async pruneEvents (before, limit) { return q.pruneEvents.run(before, limit).changes },
 
     async loginFailures (username, source) { return maybe(q.loginFailure.get(username, source), toLoginFailures) },
+    async hasLoginFailures (username) { return q.anyLoginFailure.get(username) !== undefined },
     async recordLoginFailure (input) { return tx.recordLoginFailure.immediate(input) },
     async clearLoginFailures (clear) { return tx.clearLoginFailures.immediate(clear) },
     async deviceKnown (userId, deviceId) { return q.deviceKnown.get(userId, deviceId) !== undefined },

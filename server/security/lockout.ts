@@ -31,7 +31,8 @@ export interface Guard {
   /** Whether this attempt is counted: lockout is on and the name could be an account's. */
   counted: boolean
   username: string
-  source: string
+  /** The counter this attempt belongs to (see sourceOf); worked out only when it matters. */
+  source: () => Promise<string>
   row: LoginFailures | undefined
   locked: boolean
 }
@@ -55,12 +56,19 @@ export async function sourceOf (tl: Tokenline, user: User | undefined, meta: Req
   return ANY_SOURCE
 }
 
-/** Reads the counter of this attempt's source and whether it is locked at `now`. */
+/**
+ * Reads the counter of this attempt's source and whether it is locked at `now`. An account with no
+ * failure counter from any source (the usual case) is locked for nobody, so which source the attempt
+ * belongs to, a walk over the user's live sessions, is left until a failure has to be counted: a
+ * successful login costs the same whatever the number of sessions the user has.
+ */
 export async function check (tl: Tokenline, username: string, user: User | undefined, meta: RequestMeta, now: number): Promise<Guard> {
   const counted = tl.opts.lockoutThreshold > 0 && username.length <= MAX_USERNAME
-  if (!counted) return { counted, username, source: ANY_SOURCE, row: undefined, locked: false }
-  const source = await sourceOf(tl, user, meta, now)
-  const row = await tl.store.loginFailures(username, source)
+  if (!counted) return { counted, username, source: async () => ANY_SOURCE, row: undefined, locked: false }
+  let resolved: Promise<string> | undefined
+  const source = async (): Promise<string> => await (resolved ??= sourceOf(tl, user, meta, now))
+  if (!await tl.store.hasLoginFailures(username)) return { counted, username, source, row: undefined, locked: false }
+  const row = await tl.store.loginFailures(username, await source())
   return { counted, username, source, row, locked: row !== undefined && now < row.lockedUntil }
 }
 
@@ -78,15 +86,16 @@ export async function recordFailure (tl: Tokenline, guard: Guard, event: Securit
     await tl.store.recordEvents([event], now)
     return
   }
+  const source = await guard.source()
   await tl.store.recordLoginFailure({
     username: guard.username,
-    source: guard.source,
+    source,
     now,
     forgetBefore: now - FORGET_AFTER_MS,
     decide: (prev) => {
       const next = nextFailure(prev, now, tl.opts.lockoutThreshold, tl.opts.lockoutMax)
       const lockedFor = next.lockedUntil === 0 ? 0 : Math.round((next.lockedUntil - now) / 1000)
-      event.detail = { ...event.detail, failures: next.failures, known_device: guard.source !== ANY_SOURCE, ...(lockedFor > 0 && { locked_for: lockedFor }) }
+      event.detail = { ...event.detail, failures: next.failures, known_device: source !== ANY_SOURCE, ...(lockedFor > 0 && { locked_for: lockedFor }) }
       return { ...next, events: [event] }
     }
   })
@@ -94,5 +103,5 @@ export async function recordFailure (tl: Tokenline, guard: Guard, event: Securit
 
 /** A success clears its own source's counter (never the shared one from a known device). */
 export async function recordSuccess (tl: Tokenline, guard: Guard, now: number): Promise<void> {
-  if (guard.row !== undefined) await tl.store.clearLoginFailures({ username: guard.username, source: guard.source, now, events: [] })
+  if (guard.row !== undefined) await tl.store.clearLoginFailures({ username: guard.username, source: await guard.source(), now, events: [] })
 }

@@ -1,8 +1,4 @@
 import { createInterface } from 'node:readline'
-import { openDatabase } from '../../db/sqlite/database.js'
-import { createStore } from '../../db/sqlite/store.js'
-import type { Store } from '../../db/store.js'
-import { fromEnv, resolveOptions, type ResolvedOptions } from '../options.js'
 
 /** A one-line, user-facing failure: printed as `tokenline: <message>`, exit status `code`. */
 export class CliError extends Error {
@@ -20,13 +16,6 @@ export interface Io {
 }
 
 export const defaultIo = (): Io => ({ stdin: process.stdin, stdout: process.stdout, stderr: process.stderr, env: process.env })
-
-/** Opens the database named by TOKENLINE_DB (default ./data/tokenline.db) and the resolved options. */
-export function openStore (io: Io): { store: Store, opts: ResolvedOptions } {
-  const { options } = fromEnv(io.env)
-  const opts = resolveOptions(options)
-  return { store: createStore(openDatabase(opts.database)), opts }
-}
 
 /**
  * Reads a password: the first line of stdin when it is a pipe, or a prompt without echo on a terminal.

@@ -58,6 +58,9 @@ async function promptHidden (io: Io, prompt: string): Promise<string> {
   })
 }
 
+/** `1 session`, `2 sessions`: counts in the messages, for nouns with a plain plural. */
+export const plural = (n: number, noun: string): string => `${n} ${noun}${n === 1 ? '' : 's'}`
+
 export const iso = (ms: number | null): string => (ms === null ? '-' : new Date(ms).toISOString().replace('.000Z', 'Z'))
 
 /** Fixed-width columns for terminal tables. */

@@ -1,8 +1,6 @@
 import { prune } from '../sessions/janitor.js'
 import { parseCommand, withStore } from './command.js'
-import type { Io } from './io.js'
-
-const plural = (n: number, noun: string): string => `${n} ${noun}${n === 1 ? '' : 's'}`
+import { plural, type Io } from './io.js'
 
 /** `tokenline prune`: one janitor pass now (the server runs the same every TOKENLINE_JANITOR_INTERVAL). */
 export async function pruneCommand (args: string[], io: Io): Promise<void> {

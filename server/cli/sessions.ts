@@ -1,7 +1,7 @@
 import type { SecurityEvent, SessionView, Store } from '../../db/store.js'
 import { sessionStatus } from '../sessions/state.js'
 import { parseCommand, withStore } from './command.js'
-import { CliError, iso, table, type Io } from './io.js'
+import { CliError, iso, plural, table, type Io } from './io.js'
 import { renderLineage, shortUa } from './lineage.js'
 import { validUsername } from './users.js'
 
@@ -59,7 +59,7 @@ async function revokeSession (store: Store, id: string, now: number): Promise<st
 async function revokeUser (store: Store, username: string, now: number): Promise<string> {
   const user = await userId(store, username)
   const n = (await store.revokeUserSessions({ userId: user.id, reason: OPERATOR_REVOKED, now, actor: VIA_CLI })).length
-  return `revoked ${n} session${n === 1 ? '' : 's'} of ${user.username}`
+  return `revoked ${plural(n, 'session')} of ${user.username}`
 }
 
 /**

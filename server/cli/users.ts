@@ -1,7 +1,7 @@
 import { createPasswords, MAX_PASSWORD, MAX_USERNAME, normaliseUsername } from '../security/passwords.js'
 import { randomId } from '../tokens/refresh-format.js'
 import { parseCommand, subcommand, withStore } from './command.js'
-import { CliError, iso, readPassword, table, type Io } from './io.js'
+import { CliError, iso, plural, readPassword, table, type Io } from './io.js'
 
 /** ASVS 5.0 6.2.1: at least 8 characters. */
 export const MIN_PASSWORD = 8
@@ -22,8 +22,6 @@ async function newPassword (io: Io): Promise<string> {
   if (pw.length > MAX_PASSWORD) throw new CliError(`password must be at most ${MAX_PASSWORD} characters`)
   return pw
 }
-
-const sessionCount = (n: number): string => `${n} session${n === 1 ? '' : 's'}`
 
 export async function userCommand (args: string[], io: Io): Promise<void> {
   const [action, rest] = subcommand(args, ['add', 'passwd', 'disable', 'enable', 'list'], USAGE)
@@ -50,11 +48,11 @@ export async function userCommand (args: string[], io: Io): Promise<void> {
       const hash = await createPasswords(opts.argon2).hash(await newPassword(io))
       // Policy: a password change ends every session of the user (they may be the attacker's).
       const n = await store.setPasswordHash({ userId: existing.id, passwordHash: hash, now: opts.now(), revokeReason: 'password_changed', events: [{ type: 'password_changed', userId: existing.id }] })
-      return `changed password of ${username}; revoked ${sessionCount(n)}`
+      return `changed password of ${username}; revoked ${plural(n, 'session')}`
     }
     const disable = action === 'disable'
     const n = await store.setUserDisabled({ userId: existing.id, disabled: disable, now: opts.now(), events: [{ type: disable ? 'user_disabled' : 'user_enabled', userId: existing.id }] })
-    return disable ? `disabled ${username}; revoked ${sessionCount(n)}` : `enabled ${username}`
+    return disable ? `disabled ${username}; revoked ${plural(n, 'session')}` : `enabled ${username}`
   })
   io.stdout.write(said + '\n')
 }

@@ -1,39 +1,33 @@
 import { existsSync, renameSync, rmSync, statSync } from 'node:fs'
 import { basename, dirname, join, resolve } from 'node:path'
-import { parseArgs } from 'node:util'
 import { openDatabase } from '../../db/sqlite/database.js'
-import { fromEnv, resolveOptions } from '../options.js'
+import { cliOptions, parseCommand } from './command.js'
 import { CliError, type Io } from './io.js'
 
-const USAGE = 'usage: tokenline backup <file> [--force]'
+const USAGE = 'tokenline backup <file> [--force]'
 
 /** All remaining pages in one step: see below. */
 const ALL_PAGES = 0x7fffffff
 
 /**
  * `tokenline backup <file>`: a consistent copy of the live database through SQLite's online backup
- * API, while servers keep running (security.md P4: copying the main file with `cp` misses whatever is
- * still in the -wal file). The copy is written beside the target and renamed into place, so a failed
- * or interrupted backup never leaves a half-written file under the target name.
+ * API, while servers keep running (copying the main file with `cp` misses the commits still in the
+ * -wal file). The copy is written beside the target and renamed into place, so a failed or interrupted
+ * backup never leaves a half-written file under the target name.
+ *
+ * Not withStore: opening the store migrates the database, and a backup must only read it.
  */
 export async function backupCommand (args: string[], io: Io): Promise<void> {
-  let parsed
-  try {
-    parsed = parseArgs({ args, allowPositionals: true, options: { force: { type: 'boolean', default: false } } })
-  } catch (err) {
-    throw new CliError(`${(err as Error).message} (${USAGE})`, 2)
-  }
-  const [target, extra] = parsed.positionals
-  if (target === undefined || target === '') throw new CliError(USAGE, 2)
-  if (extra !== undefined) throw new CliError(`unexpected argument ${JSON.stringify(extra)} (${USAGE})`, 2)
+  const { values, positionals: { file: target } } = parseCommand(args, { usage: USAGE, positionals: ['file'], options: { force: { type: 'boolean', default: false } } })
+  if (target === '') throw new CliError(`usage: ${USAGE}`, 2)
 
-  const opts = resolveOptions(fromEnv(io.env).options)
+  const opts = cliOptions(io)
   const source = resolve(opts.database)
   const dest = resolve(target)
   if (!existsSync(source)) throw new CliError(`database ${opts.database} does not exist (set TOKENLINE_DB)`)
   if (dest === source) throw new CliError('the backup file must not be the database itself')
   if (!existsSync(dirname(dest))) throw new CliError(`directory ${dirname(target)} does not exist`)
-  if (existsSync(dest) && !parsed.values.force) throw new CliError(`${target} already exists (use --force to overwrite it)`)
+  if (existsSync(dest) && !values.force) throw new CliError(`${target} already exists (use --force to overwrite it)`)
   // A -wal beside the target belongs to the database being replaced; SQLite would replay it into the
   // new file on open and corrupt it.
   if (existsSync(`${dest}-wal`)) throw new CliError(`${target}-wal exists: ${target} is open or was not closed cleanly; move it away first`)

@@ -1,10 +1,14 @@
 import { randomBytes } from 'node:crypto'
-import { parseArgs } from 'node:util'
 import { secretDigest } from '../http/client-auth.js'
-import { CliError, iso, openStore, table, type Io } from './io.js'
+import { parseCommand, subcommand, withStore } from './command.js'
+import { CliError, iso, table, type Io } from './io.js'
+
+const ADD_USAGE = 'tokenline client add <client_id> [--confidential] [--delivery cookie|body|both] [--origin <url>]... [--grants password,refresh_token] [--scopes "a b"]'
+const USAGE = `${ADD_USAGE} | client list`
 
 const GRANTS = new Set(['password', 'refresh_token'])
-const DELIVERIES = new Set(['cookie', 'body', 'both'])
+const DELIVERIES = ['cookie', 'body', 'both'] as const
+type Delivery = typeof DELIVERIES[number]
 const CLIENT_ID = /^[A-Za-z0-9._~-]{1,128}$/
 
 /** An allowed origin is exactly scheme://host[:port]: no path, no trailing slash, no wildcard. */
@@ -17,46 +21,47 @@ export function validOrigin (raw: string): string {
   return raw
 }
 
+const isDelivery = (raw: string): raw is Delivery => (DELIVERIES as readonly string[]).includes(raw)
+
 export async function clientCommand (args: string[], io: Io): Promise<void> {
-  const [sub, ...rest] = args
-  if (sub === 'list') return await listClients(io)
-  if (sub !== 'add') throw new CliError('usage: tokenline client add <client_id> [--confidential] [--delivery cookie|body|both] [--origin <url>]... [--grants password,refresh_token] [--scopes "a b"] | client list', 2)
-  let parsed
-  try {
-    parsed = parseArgs({
-      args: rest,
-      allowPositionals: true,
-      options: {
-        confidential: { type: 'boolean', default: false },
-        delivery: { type: 'string', default: 'body' },
-        origin: { type: 'string', multiple: true, default: [] },
-        grants: { type: 'string', default: 'password,refresh_token' },
-        scopes: { type: 'string', default: '' }
-      }
-    })
-  } catch (err) {
-    throw new CliError((err as Error).message, 2)
+  const [action, rest] = subcommand(args, ['add', 'list'], USAGE)
+  if (action === 'list') {
+    parseCommand(rest, { usage: 'tokenline client list' })
+    const clients = await withStore(io, async ({ store }) => await store.listClients())
+    io.stdout.write(table([
+      ['CLIENT_ID', 'TYPE', 'DELIVERY', 'GRANTS', 'SCOPES', 'ORIGINS', 'CREATED'],
+      ...clients.map((c) => [c.id, c.secretDigest === null ? 'public' : 'confidential', c.delivery, c.grants.replace(' ', ','), c.scopes === '' ? '-' : c.scopes, c.origins === '' ? '-' : c.origins, iso(c.createdAt)])
+    ]))
+    return
   }
-  const { values, positionals } = parsed
-  const id = positionals[0]
-  if (id === undefined) throw new CliError('missing <client_id>', 2)
-  if (positionals.length > 1) throw new CliError(`unexpected argument ${JSON.stringify(positionals[1])}`, 2)
+  const { values, positionals: { client_id: id } } = parseCommand(rest, {
+    usage: ADD_USAGE,
+    subcommand: true,
+    positionals: ['client_id'],
+    options: {
+      confidential: { type: 'boolean', default: false },
+      delivery: { type: 'string', default: 'body' },
+      origin: { type: 'string', multiple: true, default: [] },
+      grants: { type: 'string', default: 'password,refresh_token' },
+      scopes: { type: 'string', default: '' }
+    }
+  })
   if (!CLIENT_ID.test(id)) throw new CliError('client_id must be 1 to 128 characters of A-Z a-z 0-9 . _ ~ -', 2)
-  if (!DELIVERIES.has(values.delivery)) throw new CliError(`--delivery must be cookie, body or both, got ${JSON.stringify(values.delivery)}`, 2)
+  const delivery = values.delivery
+  if (!isDelivery(delivery)) throw new CliError(`--delivery must be cookie, body or both, got ${JSON.stringify(delivery)}`, 2)
   const grants = values.grants.split(',').map((g) => g.trim()).filter((g) => g !== '')
   if (grants.length === 0 || !grants.every((g) => GRANTS.has(g))) throw new CliError(`--grants must be a comma-separated subset of password,refresh_token, got ${JSON.stringify(values.grants)}`, 2)
   const scopes = values.scopes.split(' ').filter((s) => s !== '')
   if (!scopes.every((s) => /^[\x21\x23-\x5b\x5d-\x7e]{1,128}$/.test(s))) throw new CliError('--scopes must be space-separated scope tokens (RFC 6749 §3.3)', 2)
   const origins = values.origin.map(validOrigin)
 
-  const { store, opts } = openStore(io)
-  try {
+  const secret = await withStore(io, async ({ store, opts }) => {
     if (await store.findClient(id) !== undefined) throw new CliError(`client ${id} already exists`)
     const secret = values.confidential ? 'tlcs_' + randomBytes(32).toString('base64url') : null
     await store.createClient({
       id,
       secretDigest: secret === null ? null : secretDigest(secret),
-      delivery: values.delivery as 'cookie' | 'body' | 'both',
+      delivery,
       grants: [...new Set(grants)].join(' '),
       scopes: [...new Set(scopes)].join(' '),
       origins: [...new Set(origins)].join(' '),
@@ -65,25 +70,11 @@ export async function clientCommand (args: string[], io: Io): Promise<void> {
       sessionTtl: null,
       now: opts.now()
     })
-    io.stdout.write(`created ${secret === null ? 'public' : 'confidential'} client ${id} (delivery ${values.delivery})\n`)
-    if (secret !== null) io.stdout.write(`client_secret: ${secret}\n(shown once; only its digest is stored)\n`)
-    if (values.delivery !== 'body' && origins.length === 0) {
-      io.stderr.write('note: no --origin given, so browsers cannot use this client\'s cookie; only non-browser clients can\n')
-    }
-  } finally {
-    store.close()
-  }
-}
-
-async function listClients (io: Io): Promise<void> {
-  const { store } = openStore(io)
-  try {
-    const clients = await store.listClients()
-    io.stdout.write(table([
-      ['CLIENT_ID', 'TYPE', 'DELIVERY', 'GRANTS', 'SCOPES', 'ORIGINS', 'CREATED'],
-      ...clients.map((c) => [c.id, c.secretDigest === null ? 'public' : 'confidential', c.delivery, c.grants.replace(' ', ','), c.scopes === '' ? '-' : c.scopes, c.origins === '' ? '-' : c.origins, iso(c.createdAt)])
-    ]))
-  } finally {
-    store.close()
+    return secret
+  })
+  io.stdout.write(`created ${secret === null ? 'public' : 'confidential'} client ${id} (delivery ${delivery})\n`)
+  if (secret !== null) io.stdout.write(`client_secret: ${secret}\n(shown once; only its digest is stored)\n`)
+  if (delivery !== 'body' && origins.length === 0) {
+    io.stderr.write('note: no --origin given, so browsers cannot use this client\'s cookie; only non-browser clients can\n')
   }
 }

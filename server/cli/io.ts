@@ -1,8 +1,4 @@
 import { createInterface } from 'node:readline'
-import { openDatabase } from '../../db/sqlite/database.js'
-import { createStore } from '../../db/sqlite/store.js'
-import type { Store } from '../../db/store.js'
-import { fromEnv, resolveOptions, type ResolvedOptions } from '../options.js'
 
 /** A one-line, user-facing failure: printed as `tokenline: <message>`, exit status `code`. */
 export class CliError extends Error {
@@ -20,13 +16,6 @@ export interface Io {
 }
 
 export const defaultIo = (): Io => ({ stdin: process.stdin, stdout: process.stdout, stderr: process.stderr, env: process.env })
-
-/** Opens the database named by TOKENLINE_DB (default ./data/tokenline.db) and the resolved options. */
-export function openStore (io: Io): { store: Store, opts: ResolvedOptions } {
-  const { options } = fromEnv(io.env)
-  const opts = resolveOptions(options)
-  return { store: createStore(openDatabase(opts.database)), opts }
-}
 
 /**
  * Reads a password: the first line of stdin when it is a pipe, or a prompt without echo on a terminal.
@@ -68,6 +57,9 @@ async function promptHidden (io: Io, prompt: string): Promise<string> {
     stdin.on('data', onData)
   })
 }
+
+/** `1 session`, `2 sessions`: counts in the messages, for nouns with a plain plural. */
+export const plural = (n: number, noun: string): string => `${n} ${noun}${n === 1 ? '' : 's'}`
 
 export const iso = (ms: number | null): string => (ms === null ? '-' : new Date(ms).toISOString().replace('.000Z', 'Z'))
 

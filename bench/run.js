@@ -12,16 +12,19 @@
 //   S/T/A     sign ops/s, rotation transactions/s, argon2 verify latency (bench/primitives.js)
 //
 // Environment: BENCH_DURATION (s, default 10), BENCH_WARMUP (s, 3), BENCH_CONNECTIONS (64),
-// BENCH_PASSWORD_CONNECTIONS (2 per server CPU), BENCH_PIN=0 (no taskset), BENCH_SERVER_CPU (0), BENCH_LOADER_CPU (1),
+// BENCH_PASSWORD_CONNECTIONS (2 per server CPU), BENCH_SESSIONS (n: also measure the refresh with n stored
+// sessions of other users, three tokens each), BENCH_PIN=0 (no taskset), BENCH_SERVER_CPU (0), BENCH_LOADER_CPU (1),
 // BENCH_ONLY=h,refresh,password,peer,primitives (subset), BENCH_PROFILE=<dir> (write a V8 CPU profile of
 // the Tokenline server during the refresh run; see bench/profile-summary.js).
 import autocannon from 'autocannon'
 import { spawn, spawnSync } from 'node:child_process'
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { createHash, randomBytes } from 'node:crypto'
 import { createServer } from 'node:net'
 import { availableParallelism, cpus, loadavg, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
+import Database from 'better-sqlite3'
 import { openDatabase } from '../dist/db/sqlite/database.js'
 import { createStore } from '../dist/db/sqlite/store.js'
 import { createPasswords } from '../dist/server/security/passwords.js'
@@ -41,6 +44,8 @@ const WARMUP = int('BENCH_WARMUP', 3)
 const CONNECTIONS = int('BENCH_CONNECTIONS', 64)
 const SERVER_CPU = int('BENCH_SERVER_CPU', 0)
 const LOADER_CPU = int('BENCH_LOADER_CPU', 1)
+// Stored sessions (of other users, three tokens each) seeded before a second refresh run.
+const SEEDED = int('BENCH_SESSIONS', 0)
 const PROFILE_DIR = process.env.BENCH_PROFILE || undefined
 const ONLY = new Set((process.env.BENCH_ONLY ?? 'h,refresh,password,peer,primitives').split(',').map((s) => s.trim()))
 // The production parameters (server/options.ts defaults), set explicitly on the server too.
@@ -322,9 +327,48 @@ async function provisionDatabase (file) {
   }
 }
 
-async function benchTokenline (dir) {
-  const dbFile = join(dir, 'tokenline.db')
+/**
+ * Fills the database with `n` sessions of 1,000 users each (not the bench user's), each with a consumed
+ * login token, a consumed first child and a live second one, as a long-running deployment has them.
+ * Written straight through SQL in large transactions: the store's one-at-a-time API would take hours.
+ */
+function seedSessions (file, n) {
+  const store = createStore(openDatabase(file))
+  store.close()
+  const db = new Database(file)
+  db.pragma('journal_mode = WAL')
+  db.pragma('synchronous = OFF')
+  const now = Date.now()
+  const user = db.prepare("INSERT INTO users (id, username, password_hash, created_at, updated_at) VALUES (?, ?, 'seeded', ?, ?)")
+  const session = db.prepare(`INSERT INTO sessions (id, user_id, client_id, scope, generation, user_agent, ip, device_id, created_at, last_used_at, idle_expires_at, expires_at)
+    VALUES (?, ?, ?, 'read write', 2, 'seeded/1', '10.0.0.1', NULL, ?, ?, ?, ?)`)
+  const token = db.prepare(`INSERT INTO refresh_tokens (digest, session_id, generation, parent_generation, issued_at, issued_ip, issued_user_agent, used_at, used_ip, used_user_agent)
+    VALUES (?, ?, ?, ?, ?, '10.0.0.1', 'seeded/1', ?, ?, ?)`)
+  const digest = () => createHash('sha256').update(randomBytes(32)).digest()
+  const batch = db.transaction((from, to) => {
+    for (let i = from; i < to; i++) {
+      const userId = `seed-user-${Math.floor(i / 1000)}`
+      if (i % 1000 === 0) user.run(userId, userId, now, now)
+      const sid = randomId()
+      session.run(sid, userId, CLIENT_ID, now, now, now + 86400e3, now + 30 * 86400e3)
+      for (let g = 0; g < 3; g++) {
+        const used = g < 2 ? now : null
+        token.run(digest(), sid, g, g === 0 ? null : g - 1, now, used, used === null ? null : '10.0.0.1', used === null ? null : 'seeded/1')
+      }
+    }
+  })
+  for (let i = 0; i < n; i += 10_000) {
+    batch(i, Math.min(n, i + 10_000))
+    if (i % 100_000 === 0) process.stdout.write(`  seeding: ${i.toLocaleString('en-US')} / ${n.toLocaleString('en-US')} sessions\n`)
+  }
+  db.pragma('wal_checkpoint(TRUNCATE)')
+  db.close()
+}
+
+async function benchTokenline (dir, seeded = 0) {
+  const dbFile = join(dir, seeded > 0 ? 'seeded.db' : 'tokenline.db')
   await provisionDatabase(dbFile)
+  if (seeded > 0) seedSessions(dbFile, seeded)
   const port = await freePort()
   const env = {
     ...baseEnv(),
@@ -352,12 +396,13 @@ async function benchTokenline (dir) {
       process.stdout.write(`  refresh: logging in ${CONNECTIONS * (WARMUP > 0 ? 2 : 1)} sessions\n`)
       const pools = { warmup: WARMUP > 0 ? await provisionSessions(base, CONNECTIONS) : [], measure: await provisionSessions(base, CONNECTIONS) }
       const stats = { warmup: { chained: 0, repeated: 0 }, measure: { chained: 0, repeated: 0 } }
-      const r = await measure('refresh grant', child, (phase, duration) => chainedRefresh(`${base}/token`, pools[phase], CONNECTIONS, duration, stats[phase]))
+      const label = seeded > 0 ? `refresh grant, ${seeded.toLocaleString('en-US')} stored sessions` : 'refresh grant'
+      const r = await measure(label, child, (phase, duration) => chainedRefresh(`${base}/token`, pools[phase], CONNECTIONS, duration, stats[phase]))
       r.chained_responses = stats.measure.chained
       r.repeated_tokens = stats.warmup.repeated + stats.measure.repeated
       out.refresh = r
     }
-    if (ONLY.has('password') && PROFILE_DIR === undefined) {
+    if (ONLY.has('password') && PROFILE_DIR === undefined && seeded === 0) {
       out.password = await measure('password grant', child, (_phase, duration) => ({
         url: `${base}/token`,
         method: 'POST',
@@ -370,7 +415,10 @@ async function benchTokenline (dir) {
   } finally {
     await stop(child)
   }
-  if (out.refresh !== undefined) out.refresh.server_events = await countEvents(dbFile)
+  if (out.refresh !== undefined) {
+    out.refresh.server_events = await countEvents(dbFile)
+    out.refresh.db_bytes = statSync(dbFile).size
+  }
   return out
 }
 
@@ -406,7 +454,7 @@ const ratio = (a, b) => (a === undefined || b === undefined || b === 0 ? undefin
 function report (r) {
   // autocannon records latency in whole milliseconds; the mean keeps the fraction.
   const rows = [['run', 'conns', 'req/s', 'mean ms', 'p50 ms', 'p99 ms', 'non-2xx', 'errors', 'server cpu µs/req']]
-  for (const [name, x] of [['H hello world', r.hello], ['refresh grant', r.refresh], ['peer refresh (oauth2-server)', r.peer], ['password grant', r.password]]) {
+  for (const [name, x] of [['H hello world', r.hello], ['refresh grant', r.refresh], ['peer refresh (oauth2-server)', r.peer], ['password grant', r.password], [`refresh, ${SEEDED.toLocaleString('en-US')} sessions stored`, r.refresh_seeded]]) {
     if (x === undefined) continue
     rows.push([name, String(x.connections), f0(x.requests_per_s), f2(x.latency_ms.mean), f2(x.latency_ms.p50), f2(x.latency_ms.p99), String(x.non_2xx), String(x.errors + x.timeouts), f0(x.server_cpu_us_per_request)])
   }
@@ -419,6 +467,7 @@ function report (r) {
   }
   if (r.ratios.refresh_over_h !== undefined) console.log(`\nrefresh / H  = ${r.ratios.refresh_over_h.toFixed(3)}   (goal, ES256: >= 0.20)`)
   if (r.ratios.refresh_over_peer !== undefined) console.log(`refresh / peer = ${r.ratios.refresh_over_peer.toFixed(2)}   (@node-oauth/oauth2-server with a SQLite model; goal >= 2)`)
+  if (r.ratios.seeded_over_empty !== undefined) console.log(`refresh with ${SEEDED.toLocaleString('en-US')} stored sessions / empty database = ${r.ratios.seeded_over_empty.toFixed(2)}   (goal >= 0.95; database file ${(r.refresh_seeded.db_bytes / 2 ** 20).toFixed(0)} MiB)`)
   if (r.ratios.password_over_h !== undefined) console.log(`password / H = ${r.ratios.password_over_h.toFixed(4)}`)
   if (r.refresh?.server_cpu_us_per_request !== undefined) console.log(`server CPU per refresh = ${f0(r.refresh.server_cpu_us_per_request)} µs   (goal <= 250 µs on the reference 2-core box)`)
   if (r.ratios.refresh_p99_over_h !== undefined) console.log(`refresh p99 / H p99 = ${r.ratios.refresh_p99_over_h.toFixed(1)}   (goal <= 3)`)
@@ -464,6 +513,7 @@ async function main () {
     if (ONLY.has('h')) results.hello = await benchHello()
     if (ONLY.has('refresh') || ONLY.has('password')) Object.assign(results, await benchTokenline(dir))
     if (ONLY.has('peer')) results.peer = await benchPeer(dir)
+    if (ONLY.has('refresh') && SEEDED > 0) results.refresh_seeded = (await benchTokenline(dir, SEEDED)).refresh
   } finally {
     rmSync(dir, { recursive: true, force: true })
   }
@@ -475,6 +525,7 @@ async function main () {
   results.ratios = {
     refresh_over_h: ratio(results.refresh?.requests_per_s, h),
     refresh_over_peer: ratio(results.refresh?.requests_per_s, results.peer?.requests_per_s),
+    seeded_over_empty: ratio(results.refresh_seeded?.requests_per_s, results.refresh?.requests_per_s),
     refresh_p99_over_h: ratio(results.refresh?.latency_ms.p99, results.hello?.latency_ms.p99),
     password_over_h: ratio(results.password?.requests_per_s, h),
     refresh_ceiling: ceiling,
@@ -491,7 +542,7 @@ async function main () {
 
   // A correct run has no failed request anywhere; a broken chain shows as 400 invalid_grant here.
   const problems = []
-  for (const [name, x] of [['H', results.hello], ['refresh', results.refresh], ['peer', results.peer], ['password', results.password]]) {
+  for (const [name, x] of [['H', results.hello], ['refresh', results.refresh], ['peer', results.peer], ['password', results.password], ['refresh (seeded)', results.refresh_seeded]]) {
     if (x === undefined) continue
     // A 503 from the argon2 gate is the password grant shedding load as designed (a waiter waited
     // longer than TOKENLINE_ARGON2_QUEUE_WAIT): worth a warning, not a failure.

@@ -184,6 +184,7 @@ async function cannon (opts) {
 
 /** A warm-up run (discarded), then the measured run. */
 async function measure (label, server, makeOpts) {
+  const rssBefore = rssMiB(server.pid)
   if (WARMUP > 0) {
     process.stdout.write(`  ${label}: warm-up ${WARMUP} s\n`)
     await cannon(makeOpts('warmup', WARMUP))
@@ -197,7 +198,18 @@ async function measure (label, server, makeOpts) {
   r.server_cpu_us_per_request = before === undefined || after === undefined || r.total === 0
     ? undefined
     : ((after - before) * 1e6) / CLK_TCK / r.total
+  r.rss_mib = { before: rssBefore, after: rssMiB(server.pid) }
   return r
+}
+
+/** Resident set size of a process in MiB, from /proc (Linux); undefined elsewhere. */
+function rssMiB (pid) {
+  try {
+    const kb = /^VmRSS:\s+(\d+) kB$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1]
+    return kb === undefined ? undefined : Number(kb) / 1024
+  } catch {
+    return undefined
+  }
 }
 
 /** utime + stime of a process in clock ticks, from /proc (Linux); undefined elsewhere. */
@@ -390,6 +402,7 @@ async function benchTokenline (dir, seeded = 0) {
   const out = {}
   try {
     await waitForHttp(child, `${base}/.well-known/oauth-authorization-server`)
+    out.rss_idle_mib = rssMiB(child.pid)
     if (ONLY.has('refresh')) {
       // Separate session pools for warm-up and measurement: a request in flight when a run stops has
       // rotated a token whose successor nobody read, so a pool is never reused across runs.
@@ -411,6 +424,9 @@ async function benchTokenline (dir, seeded = 0) {
         connections: PASSWORD_CONNECTIONS,
         duration
       }))
+      // argon2's 19 MiB per verify is given back after the storm: how much of it is, 5 s later.
+      await new Promise((resolve) => setTimeout(resolve, 5000))
+      out.password.rss_mib.settled = rssMiB(child.pid)
     }
   } finally {
     await stop(child)
@@ -471,6 +487,11 @@ function report (r) {
   if (r.ratios.password_over_h !== undefined) console.log(`password / H = ${r.ratios.password_over_h.toFixed(4)}`)
   if (r.refresh?.server_cpu_us_per_request !== undefined) console.log(`server CPU per refresh = ${f0(r.refresh.server_cpu_us_per_request)} µs   (goal <= 250 µs on the reference 2-core box)`)
   if (r.ratios.refresh_p99_over_h !== undefined) console.log(`refresh p99 / H p99 = ${r.ratios.refresh_p99_over_h.toFixed(1)}   (goal <= 3)`)
+  const rss = (x, k) => f0(x?.rss_mib?.[k])
+  if (r.hello?.rss_mib !== undefined && r.refresh?.rss_mib !== undefined) {
+    console.log(`RSS, MiB: H ${rss(r.hello, 'before')} idle, ${rss(r.hello, 'after')} after load; Tokenline ${f0(r.rss_idle_mib)} idle (goal <= H + 40), ${rss(r.refresh, 'before')} after the logins that set up the run, ${rss(r.refresh, 'after')} after the refresh load` +
+      (r.password === undefined ? '' : `, ${rss(r.password, 'before')} before the password storm, ${rss(r.password, 'after')} at its end, ${rss(r.password, 'settled')} 5 s later (goal within 10% of before)`))
+  }
   if (r.ratios.cpu_h_over_refresh !== undefined) console.log(`server CPU per request, H / refresh = ${r.ratios.cpu_h_over_refresh.toFixed(3)}   (the same ratio by CPU cost; steadier on a busy box)`)
   const p = r.primitives
   if (p !== undefined) {

@@ -1,6 +1,6 @@
 /**
  * RFC 6749 §5.2 error codes, plus the RFC 7009 / RFC 6750 ones Tokenline's other routes use. A list,
- * not only a type, so that the OpenAPI document's enum is this list (server/routes/openapi.ts).
+ * not only a type, so that the OpenAPI document's enum is this list (server/api-docs.ts).
  */
 export const OAUTH_ERROR_CODES = [
   'invalid_request',

@@ -13,7 +13,7 @@ import { idleTtl, sessionTtl, issueTokens, type TokenResponse } from '../tokens/
 import * as lockout from '../security/lockout.js'
 import { MAX_PASSWORD, MAX_USERNAME, normaliseUsername } from '../security/passwords.js'
 import { grantScope } from '../tokens/scope.js'
-import { clientAuthParams, str, type JsonSchema } from '../routes/openapi.js'
+import { clientAuthParams, str, type JsonSchema } from '../api-docs.js'
 import type { GrantInput } from './index.js'
 
 export const grantType = 'password'

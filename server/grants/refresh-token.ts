@@ -11,7 +11,7 @@ import { checkBinding, sameDevice } from '../security/fingerprint.js'
 import { COOKIE_NAME, idleTtl, issueTokens, refreshCookie, type TokenResponse } from '../tokens/response.js'
 import { digest, isWellFormedRefreshToken, newRefreshToken, openSuccessor, sealSuccessor } from '../tokens/refresh-format.js'
 import { grantScope } from '../tokens/scope.js'
-import { clientAuthParams, str, type JsonSchema } from '../routes/openapi.js'
+import { clientAuthParams, str, type JsonSchema } from '../api-docs.js'
 import type { GrantInput } from './index.js'
 
 export const grantType = 'refresh_token'

@@ -7,7 +7,7 @@ import { OAuthError, invalidRequest } from '../errors.js'
 import { digest, isWellFormedRefreshToken } from '../tokens/refresh-format.js'
 import { liveSessionOf, verifyAccessToken } from '../http/bearer-auth.js'
 import { isLive } from '../sessions/state.js'
-import { FORM_OR_JSON, clientAuthParams, oauthError, str, throttledResponse, type RouteDoc } from './openapi.js'
+import { FORM_OR_JSON, clientAuthParams, oauthError, str, throttledResponse, type RouteDoc } from '../api-docs.js'
 
 const REALM = 'Basic realm="tokenline"'
 

@@ -2,7 +2,7 @@ import type { FastifyInstance } from 'fastify'
 import type { Tokenline } from '../context.js'
 import { grants } from '../grants/index.js'
 import { publicOnly } from '../tokens/signing-keys.js'
-import type { RouteDoc } from './openapi.js'
+import type { RouteDoc } from '../api-docs.js'
 
 const metadataDoc: RouteDoc = {
   summary: 'Authorization server metadata (RFC 8414)',

@@ -4,7 +4,7 @@ import { latestMigration } from '../../db/sqlite/database.js'
 import type { Tokenline } from '../context.js'
 import { grants } from '../grants/index.js'
 import { checkMetricsToken } from '../http/bearer-auth.js'
-import { oauthError, str, type RouteDoc } from './openapi.js'
+import { oauthError, str, type RouteDoc } from '../api-docs.js'
 
 /*
  * Operations endpoints: GET /healthz and GET /metrics (Prometheus text exposition 0.0.4).

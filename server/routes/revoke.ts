@@ -10,7 +10,7 @@ import { invalidRequest } from '../errors.js'
 import { clearRefreshCookie, refreshCookie } from '../tokens/response.js'
 import { digest, isWellFormedRefreshToken } from '../tokens/refresh-format.js'
 import { sessionOf, verifyAccessToken } from '../http/bearer-auth.js'
-import { FORM_OR_JSON, clientAuthParams, oauthError, str, throttledResponse, type RouteDoc } from './openapi.js'
+import { FORM_OR_JSON, clientAuthParams, oauthError, str, throttledResponse, type RouteDoc } from '../api-docs.js'
 
 /** The reason recorded on a session ended through the revocation endpoint. */
 export const LOGOUT = 'logout'

@@ -5,7 +5,7 @@ import { requestMeta } from '../http/request-meta.js'
 import { logEvents } from '../sessions/events.js'
 import { OAuthError, invalidRequest } from '../errors.js'
 import { authenticateBearer, type Caller } from '../http/bearer-auth.js'
-import { oauthError, str, type RouteDoc } from './openapi.js'
+import { oauthError, str, type RouteDoc } from '../api-docs.js'
 
 /** The reason recorded on a session the user ended through the sessions API. */
 export const USER_REVOKED = 'user_revoked'

@@ -5,7 +5,7 @@ import type { Tokenline } from '../context.js'
 import { OAuthError, invalidRequest } from '../errors.js'
 import { grantParams, grants } from '../grants/index.js'
 import { tokenResponseSchema } from '../tokens/response.js'
-import { FORM_OR_JSON, oauthError, throttledResponse, type RouteDoc } from './openapi.js'
+import { FORM_OR_JSON, oauthError, throttledResponse, type RouteDoc } from '../api-docs.js'
 
 const UNSUPPORTED = `grant_type must be ${[...grants.keys()].join(' or ')}`
 

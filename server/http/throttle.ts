@@ -6,7 +6,8 @@ import type { Tokenline } from '../context.js'
 import { logEvents } from '../sessions/events.js'
 import { OAuthError } from '../errors.js'
 import { grantType as PASSWORD_GRANT } from '../grants/password.js'
-import { ipPrefix, normaliseIp } from '../security/fingerprint.js'
+import { ipPrefix } from '../security/fingerprint.js'
+import { clientIp } from './request-meta.js'
 
 /*
  * Per-IP throttling of the token endpoint (RFC 6749 §4.3.2 MUST, RFC 6819 §4.4.3.6, RFC 6585 §4 for 429).
@@ -81,7 +82,7 @@ export class ClockStore {
 
 /** The throttling key of a request: its address, or its /64 for IPv6 (one subscriber gets a whole /64). */
 export function addressKey (request: FastifyRequest): string {
-  const ip = normaliseIp(request.ip)
+  const ip = clientIp(request)
   return isIPv6(ip) ? ipPrefix(ip) : ip
 }
 
@@ -104,7 +105,7 @@ export async function registerThrottles (scope: FastifyInstance, tl: Tokenline):
   if (throttlePassword === 0 && throttleFailures === 0) return
 
   const report = async (request: FastifyRequest, budget: 'password' | 'failures', limit: number, window: number): Promise<void> => {
-    const events: SecurityEvent[] = [{ type: 'throttled', ip: normaliseIp(request.ip), reason: budget, detail: { limit, window } }]
+    const events: SecurityEvent[] = [{ type: 'throttled', ip: clientIp(request), reason: budget, detail: { limit, window } }]
     await tl.store.recordEvents(events, now())
     logEvents(tl, request.log, events)
   }

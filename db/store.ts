@@ -239,6 +239,27 @@ export interface PruneResult {
 export type StoreErrorCode =
   /** A compare-and-set missed: the state changed under a decision made inside the same transaction. */
   | 'conflict'
+  /** The database cannot be reached (or answered too slowly); nothing was written. The caller may retry later. */
+  | 'unavailable'
+
+/** A fixed-window request budget shared by every process and instance on the database (server/http/throttle.ts). */
+export interface BudgetCount {
+  /** Requests counted in the current window. */
+  count: number
+  /** When the current window ends, ms; 0 when the key has no open window. */
+  resetAt: number
+}
+
+/** One table's rows, for `tokenline copy` (in this order: a row only refers to rows of earlier kinds). */
+export type CopyBatch =
+  | { kind: 'users', rows: User[] }
+  | { kind: 'clients', rows: Client[] }
+  | { kind: 'signing_keys', rows: SigningKey[] }
+  | { kind: 'sessions', rows: Session[] }
+  | { kind: 'refresh_tokens', rows: RefreshTokenRecord[] }
+  | { kind: 'security_events', rows: StoredSecurityEvent[] }
+  | { kind: 'login_failures', rows: LoginFailures[] }
+  | { kind: 'budgets', rows: Array<BudgetCount & { key: string }> }
 
 /** A failure the store itself detects (an engine's own errors, like a busy database, pass through as they are). */
 export class StoreError extends Error {
@@ -338,11 +359,26 @@ export interface Store {
   /** Whether any session of the user (whatever its state now) was started with this device id. */
   deviceKnown: (userId: string, deviceId: string) => Promise<boolean>
 
+  /**
+   * Counts one request against the budget `key`, atomically across every process on the database:
+   * a window of `windowMs` opens at the first hit after the previous one ended. Returns the count.
+   */
+  hitBudget: (key: string, windowMs: number, now: number) => Promise<BudgetCount>
+  /** The budget's current window, without counting; `{ count: 0, resetAt: 0 }` when none is open at `now`. */
+  peekBudget: (key: string, now: number) => Promise<BudgetCount>
+
   recordEvents: (events: SecurityEvent[], now: number) => Promise<void>
   /** The newest events first: of one session, else of one user, else all; at most `limit` (1000). */
   listEvents: (filter: { userId?: string, sessionId?: string, limit?: number }) => Promise<StoredSecurityEvent[]>
   /** Every refresh token of the session, by generation. */
   lineage: (sessionId: string) => Promise<RefreshTokenRecord[]>
 
-  close: () => void
+  /** `tokenline copy`: whether the database holds no user, client, key, session or event yet. */
+  isEmpty: () => Promise<boolean>
+  /** `tokenline copy`: every row, table by table, in `CopyBatch` order, a bounded batch at a time. */
+  exportRows: () => AsyncIterable<CopyBatch>
+  /** `tokenline copy`: inserts rows exactly as exported (ids, times, digests and marks unchanged). */
+  importRows: (batch: CopyBatch) => Promise<void>
+
+  close: () => Promise<void>
 }

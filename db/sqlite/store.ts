@@ -550,6 +550,13 @@ export function createStore (db: DB): Store {
     },
     async lineage (sessionId) { return q.lineage.all(sessionId).map(toToken) },
 
-    close () { if (db.open) db.close() }
+    async hitBudget () { throw new Error('not implemented yet') },
+    async peekBudget () { throw new Error('not implemented yet') },
+
+    async isEmpty () { throw new Error('not implemented yet') },
+    exportRows () { throw new Error('not implemented yet') },
+    async importRows () { throw new Error('not implemented yet') },
+
+    async close () { if (db.open) db.close() }
   }
 }

@@ -95,6 +95,6 @@ export async function withStore<T> (io: Io, use: (context: { store: Store, opts:
   try {
     return await use({ store, opts })
   } finally {
-    store.close()
+    await store.close()
   }
 }

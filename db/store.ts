@@ -311,8 +311,8 @@ export interface Store {
   longestClientAccessTtl: () => Promise<number | null>
   /** A short fingerprint of the key table; it changes whenever a key is added, retired or deleted. */
   keysVersion: () => Promise<string>
-  /** Proves the database answers a query; returns its schema version. */
-  health: () => Promise<{ schemaVersion: number }>
+  /** Proves the database answers a query; returns its schema version and the one this build expects. */
+  health: () => Promise<{ schemaVersion: number, expectedVersion: number }>
   /** Number of sessions usable at `now`: not revoked, not past their idle or absolute expiry. */
   countLiveSessions: (now: number) => Promise<number>
 

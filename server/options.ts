@@ -51,8 +51,12 @@ const TABLE = {
   port: { env: 'PORT', scope: 'server', kind: { type: 'int', min: 0, max: 65535 }, default: 3000, doc: 'TCP port of the standalone server' },
   /** Address the standalone server listens on. @default '127.0.0.1' */
   host: { env: 'HOST', scope: 'server', kind: { type: 'host' }, default: '127.0.0.1', doc: 'address the standalone server listens on (`0.0.0.0` or `::` for every interface)' },
-  /** SQLite database file, created with its directory on first start. @default './data/tokenline.db' */
-  database: { env: 'TOKENLINE_DB', scope: 'plugin', kind: { type: 'string', maxLength: 4096 }, default: './data/tokenline.db', doc: 'SQLite database file, created with its directory on first start' },
+  /** SQLite database file (created with its directory on first start) or a postgres:// URL. @default './data/tokenline.db' */
+  database: { env: 'TOKENLINE_DB', scope: 'plugin', kind: { type: 'string', maxLength: 4096 }, default: './data/tokenline.db', doc: 'SQLite database file, created with its directory on first start; or a `postgres://` / `postgresql://` URL (PostgreSQL, for several instances)', secret: true },
+  /** PostgreSQL only: connections each instance keeps at most. @default 10 */
+  pgPoolSize: { env: 'TOKENLINE_PG_POOL_SIZE', scope: 'plugin', kind: { type: 'int', min: 1, max: 1000 }, default: 10, doc: 'PostgreSQL only: connections each instance keeps open at most' },
+  /** PostgreSQL only: a query running longer is cancelled (and the request answered 503), s. @default 5 */
+  pgStatementTimeout: { env: 'TOKENLINE_PG_STATEMENT_TIMEOUT', scope: 'plugin', kind: { type: 'int', min: 1, max: 600, unit: 's' }, default: 5, doc: 'PostgreSQL only: a statement (or a wait for a connection) taking longer is abandoned and the request answered 503 with `Retry-After`' },
   /** `iss` of access tokens and the base of the metadata URLs. @default 'http://localhost:3000' */
   issuer: { env: 'TOKENLINE_ISSUER', scope: 'plugin', kind: { type: 'url' }, default: 'http://localhost:3000', doc: '`iss` of access tokens and base URL of the metadata; set it to the public https URL in production' },
   /** `aud` of access tokens. @default '' (the issuer) */

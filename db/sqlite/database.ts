@@ -1,7 +1,8 @@
 import Database from 'better-sqlite3'
-import { mkdirSync, readdirSync, readFileSync } from 'node:fs'
+import { mkdirSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { loadMigrations as load, type Migration } from '../migrations.js'
 
 export type DB = Database.Database
 
@@ -10,18 +11,7 @@ const MIGRATIONS_DIR = join(dirname(fileURLToPath(import.meta.url)), 'migrations
 /** How long a connection waits for another process's write lock, in ms. */
 export const BUSY_TIMEOUT_MS = 5000
 
-export interface Migration {
-  version: number
-  name: string
-  sql: string
-}
-
-export function loadMigrations (dir = MIGRATIONS_DIR): Migration[] {
-  return readdirSync(dir)
-    .filter((f) => /^\d{3}-[\w-]+\.sql$/.test(f))
-    .sort()
-    .map((f) => ({ version: Number(f.slice(0, 3)), name: f, sql: readFileSync(join(dir, f), 'utf8') }))
-}
+export const loadMigrations = (dir = MIGRATIONS_DIR): Migration[] => load(dir)
 
 /**
  * Opens (creating if needed) the database file, sets the pragmas every connection needs and applies

@@ -1,9 +1,12 @@
 import type {
-  Client, LoginFailures, NewSession, NewSigningKey, PruneResult, PublicSigningKey, RefreshInput, RefreshResult, RefreshState,
-  RefreshTokenRecord, RefreshVerdict, SecurityEvent, Session, SessionView, SigningKey, Store, StoredSecurityEvent, User
+  LoginFailures, NewSession, NewSigningKey, PruneResult, PublicSigningKey, RefreshInput, RefreshResult, RefreshState, RefreshVerdict, SecurityEvent, Store
 } from '../store.js'
 import { StoreError } from '../store.js'
-import type { DB } from './database.js'
+import { latestMigration, type DB } from './database.js'
+import {
+  maybe, toClient, toEvent, toKey, toLoginFailures, toPublicKey, toSession, toSessionView, toToken, toUser,
+  type ClientRow, type EventRow, type KeyRow, type LoginFailureRow, type PublicKeyRow, type SessionRow, type SessionViewRow, type TokenRow, type UserRow
+} from '../rows.js'
 
 /*
  * The SQLite store (db/store.ts has the contract), and the only module with SQL. Every multi-step
@@ -12,192 +15,11 @@ import type { DB } from './database.js'
  * methods return promises for the interface's sake, and nothing ever awaits inside a transaction.
  *
  * Rows keep the schema's snake_case names (migrations/*.sql) and never leave this module: each one
- * read is mapped to its domain type here, once.
+ * read is mapped to its domain type by db/rows.ts, once.
  */
 
-interface UserRow {
-  id: string
-  username: string
-  password_hash: string
-  disabled_at: number | null
-  created_at: number
-  updated_at: number
-}
-
-interface ClientRow {
-  id: string
-  secret_digest: Buffer | null
-  delivery: Client['delivery']
-  grants: string
-  scopes: string
-  origins: string
-  access_ttl: number | null
-  idle_ttl: number | null
-  session_ttl: number | null
-  created_at: number
-}
-
-interface SessionRow {
-  id: string
-  user_id: string
-  client_id: string
-  scope: string
-  generation: number
-  user_agent: string | null
-  ip: string | null
-  device_id: string | null
-  created_at: number
-  last_used_at: number
-  idle_expires_at: number
-  expires_at: number
-  revoked_at: number | null
-  revoked_reason: string | null
-}
-
-interface SessionViewRow extends SessionRow {
-  last_ip: string | null
-  last_user_agent: string | null
-}
-
-interface TokenRow {
-  digest: Buffer
-  session_id: string
-  generation: number
-  parent_generation: number | null
-  issued_at: number
-  issued_ip: string | null
-  issued_user_agent: string | null
-  used_at: number | null
-  used_ip: string | null
-  used_user_agent: string | null
-  used_device_id: string | null
-  successor_sealed: Buffer | null
-}
-
-interface KeyRow {
-  kid: string
-  alg: string
-  private_pem: string
-  public_jwk: string
-  created_at: number
-  retired_at: number | null
-  expires_at: number | null
-}
-
-type PublicKeyRow = Omit<KeyRow, 'private_pem'>
-
-interface EventRow {
-  id: number
-  at: number
-  type: string
-  user_id: string | null
-  session_id: string | null
-  client_id: string | null
-  ip: string | null
-  user_agent: string | null
-  reason: string | null
-  detail: string | null
-}
-
-interface LoginFailureRow {
-  username: string
-  source: string
-  failures: number
-  locked_until: number
-  updated_at: number
-}
-
-const toUser = (r: UserRow): User => ({
-  id: r.id,
-  username: r.username,
-  passwordHash: r.password_hash,
-  disabledAt: r.disabled_at,
-  createdAt: r.created_at,
-  updatedAt: r.updated_at
-})
-
-const toClient = (r: ClientRow): Client => ({
-  id: r.id,
-  secretDigest: r.secret_digest,
-  delivery: r.delivery,
-  grants: r.grants,
-  scopes: r.scopes,
-  origins: r.origins,
-  accessTtl: r.access_ttl,
-  idleTtl: r.idle_ttl,
-  sessionTtl: r.session_ttl,
-  createdAt: r.created_at
-})
-
-const toSession = (r: SessionRow): Session => ({
-  id: r.id,
-  userId: r.user_id,
-  clientId: r.client_id,
-  scope: r.scope,
-  generation: r.generation,
-  userAgent: r.user_agent,
-  ip: r.ip,
-  deviceId: r.device_id,
-  createdAt: r.created_at,
-  lastUsedAt: r.last_used_at,
-  idleExpiresAt: r.idle_expires_at,
-  expiresAt: r.expires_at,
-  revokedAt: r.revoked_at,
-  revokedReason: r.revoked_reason
-})
-
-const toSessionView = (r: SessionViewRow): SessionView => ({ ...toSession(r), lastIp: r.last_ip, lastUserAgent: r.last_user_agent })
-
-const toToken = (r: TokenRow): RefreshTokenRecord => ({
-  digest: r.digest,
-  sessionId: r.session_id,
-  generation: r.generation,
-  parentGeneration: r.parent_generation,
-  issuedAt: r.issued_at,
-  issuedIp: r.issued_ip,
-  issuedUserAgent: r.issued_user_agent,
-  usedAt: r.used_at,
-  usedIp: r.used_ip,
-  usedUserAgent: r.used_user_agent,
-  usedDeviceId: r.used_device_id,
-  successorSealed: r.successor_sealed
-})
-
-const toPublicKey = (r: PublicKeyRow): PublicSigningKey => ({
-  kid: r.kid,
-  alg: r.alg,
-  publicJwk: r.public_jwk,
-  createdAt: r.created_at,
-  retiredAt: r.retired_at,
-  expiresAt: r.expires_at
-})
-
-const toKey = (r: KeyRow): SigningKey => ({ ...toPublicKey(r), privatePem: r.private_pem })
-
-const toEvent = (r: EventRow): StoredSecurityEvent => ({
-  id: r.id,
-  at: r.at,
-  type: r.type,
-  userId: r.user_id,
-  sessionId: r.session_id,
-  clientId: r.client_id,
-  ip: r.ip,
-  userAgent: r.user_agent,
-  reason: r.reason,
-  detail: r.detail
-})
-
-const toLoginFailures = (r: LoginFailureRow): LoginFailures => ({
-  username: r.username,
-  source: r.source,
-  failures: r.failures,
-  lockedUntil: r.locked_until,
-  updatedAt: r.updated_at
-})
-
-const maybe = <R, T>(row: R | undefined, map: (r: R) => T): T | undefined => (row === undefined ? undefined : map(row))
-
 export function createStore (db: DB): Store {
+  const expectedVersion = latestMigration()
   const q = {
     insertUser: db.prepare('INSERT INTO users (id, username, password_hash, created_at, updated_at) VALUES (@id, @username, @passwordHash, @now, @now)'),
     userByName: db.prepare<[string], UserRow>('SELECT * FROM users WHERE username = ?'),
@@ -517,7 +339,7 @@ export function createStore (db: DB): Store {
     async keysVersion () { return q.keysVersion.get()?.v ?? '' },
     async health () {
       q.ping.get()
-      return { schemaVersion: db.pragma('user_version', { simple: true }) as number }
+      return { schemaVersion: db.pragma('user_version', { simple: true }) as number, expectedVersion }
     },
     async countLiveSessions (now) { return q.countLiveSessions.get({ now })?.n ?? 0 },
 

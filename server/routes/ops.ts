@@ -1,6 +1,5 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { Counter, Gauge, Histogram, Registry } from 'prom-client'
-import { latestMigration } from '../../db/sqlite/database.js'
 import type { Tokenline } from '../context.js'
 import { grants } from '../grants/index.js'
 import { checkMetricsToken } from '../http/bearer-auth.js'
@@ -141,14 +140,12 @@ export async function opsRoutes (app: FastifyInstance, tl: Tokenline): Promise<M
     latency.observe({ grant_type: grant }, reply.elapsedTime / 1000)
   })
 
-  const expectedSchema = latestMigration()
-
   app.get('/healthz', { config: { openapi: healthzDoc } }, async (request, reply) => {
     reply.header('cache-control', 'no-store')
     try {
-      const { schemaVersion } = await tl.store.health()
-      const migrations = { applied: schemaVersion, expected: expectedSchema }
-      if (schemaVersion !== expectedSchema) {
+      const { schemaVersion, expectedVersion } = await tl.store.health()
+      const migrations = { applied: schemaVersion, expected: expectedVersion }
+      if (schemaVersion !== expectedVersion) {
         return await reply.code(503).send({ status: 'error', database: 'ok', migrations, error: 'database schema does not match this version of tokenline' })
       }
       return { status: 'ok', database: 'ok', migrations }

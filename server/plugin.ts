@@ -1,8 +1,7 @@
 import cookie from '@fastify/cookie'
 import type { FastifyError, FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
-import { openDatabase } from '../db/sqlite/database.js'
-import { createStore } from '../db/sqlite/store.js'
+import { openStore } from '../db/open.js'
 import type { SigningKey, Store } from '../db/store.js'
 import { registerParsers } from './http/body.js'
 import type { Tokenline } from './context.js'
@@ -68,9 +67,8 @@ const tokenline: FastifyPluginAsync<TokenlinePluginOptions> = async (fastify, ra
     throw new ConfigError(`option prefix must be '' or a path like '/auth', got ${JSON.stringify(prefix)}`)
   }
   const opts = resolveOptions(rest)
-  const db = openDatabase(opts.database)
-  const store = createStore(db)
-  fastify.addHook('onClose', async () => store.close())
+  const store = await openStore(opts.database, { pgPoolSize: opts.pgPoolSize, pgStatementTimeoutMs: opts.pgStatementTimeout * 1000 })
+  fastify.addHook('onClose', async () => await store.close())
 
   const keys = await loadKeys(store, opts.algorithm, opts.now())
   const tl: Tokenline = {

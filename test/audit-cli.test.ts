@@ -45,7 +45,7 @@ t.test('lineage and events of a session with a rotation, a grace replay and a re
   const sid = await breachedSession(t, h)
   const uid = (await h.app.tokenline.store.findUserByUsername('alice'))?.id as string
 
-  const lineage = await cli(h.dbFile, ['lineage', sid])
+  const lineage = await cli(h.database, ['lineage', sid])
   t.equal(lineage.code, 0, lineage.stderr)
   t.equal(lineage.stderr, '')
   t.equal(lineage.stdout, [
@@ -70,7 +70,7 @@ t.test('lineage and events of a session with a rotation, a grace replay and a re
   ].join('\n'), 'the token chain, with the replay and the reuse on the generation that was presented')
 
   const s = sid
-  const events = await cli(h.dbFile, ['events', '--user', 'alice'])
+  const events = await cli(h.database, ['events', '--user', 'alice'])
   t.equal(events.code, 0, events.stderr)
   t.equal(events.stdout, [
     'TIME                  TYPE              USER   SESSION                 CLIENT  IP            REASON          DETAIL',
@@ -83,13 +83,13 @@ t.test('lineage and events of a session with a rotation, a grace replay and a re
     ''
   ].join('\n'), 'every event, oldest first; the reuse names the generation replayed and the one live')
 
-  const sessions = await cli(h.dbFile, ['sessions', 'alice'])
+  const sessions = await cli(h.database, ['sessions', 'alice'])
   t.equal(sessions.code, 0, sessions.stderr)
   const [header, row] = sessions.stdout.trim().split('\n')
   t.match(header, /^SESSION\s+CLIENT\s+CREATED\s+LAST_USED\s+EXPIRES\s+GEN\s+STATUS\s+BOUND_IP\s+DEVICE\s+LAST_IP\s+BOUND_UA$/)
   t.match(row, new RegExp(`^${sid}\\s+cli\\s+2026-01-01T00:00:00Z\\s+2026-01-01T00:02:00Z\\s+2026-01-31T00:00:00Z\\s+2\\s+revoked \\(reuse_detected\\)\\s+127\\.0\\.0\\.1\\s+-\\s+127\\.0\\.0\\.1\\s+curl/8\\.5\\.0$`))
 
-  const bySession = await cli(h.dbFile, ['events', '--session', sid, '--limit', '2'])
+  const bySession = await cli(h.database, ['events', '--session', sid, '--limit', '2'])
   t.equal(bySession.stdout.trim().split('\n').length, 3, '--limit keeps the newest n')
   t.match(bySession.stdout, /reuse_detected[^\n]*\n[^\n]*session_revoked/)
 })
@@ -102,31 +102,31 @@ t.test('a fingerprint mismatch and an operator revocation show in the lineage', 
   h.clock.advance(30)
   const stolen = (await h.refresh(a.refresh_token as string, { headers: { 'user-agent': 'Other/2.0 (Windows)' }, ip: '198.51.100.20' })).body
   t.equal(stolen.reason, 'fingerprint_mismatch', 'another user agent: the session is revoked (default policy)')
-  const lineage = await cli(h.dbFile, ['lineage', sidOf(a.access_token)])
+  const lineage = await cli(h.database, ['lineage', sidOf(a.access_token)])
   t.match(lineage.stdout, /status {4}REVOKED at \S+: fingerprint_mismatch/)
   t.match(lineage.stdout, /\n +! FINGERPRINT {3}\S+ {2}198\.51\.100\.20 +Other\/2\.0 \(Windows\) {2}-> user_agent,ip changed \(policy revoke\)\n/)
   t.match(lineage.stdout, /x REVOKED {2}\S+ {2}198\.51\.100\.20 +Other\/2\.0 \(Windows\) {2}-> fingerprint_mismatch\n$/)
 
   const b = await h.login(CURL)
-  const live = await cli(h.dbFile, ['lineage', sidOf(b.access_token)])
+  const live = await cli(h.database, ['lineage', sidOf(b.access_token)])
   t.match(live.stdout, /status {4}live\n/)
   t.match(live.stdout, /<- the live token/)
 
-  const revoke = await cli(h.dbFile, ['revoke', '--session', sidOf(b.access_token)])
+  const revoke = await cli(h.database, ['revoke', '--session', sidOf(b.access_token)])
   t.equal(revoke.code, 0, revoke.stderr)
   t.equal(revoke.stdout, `revoked session ${sidOf(b.access_token)}\n`)
   t.equal((await h.refresh(b.refresh_token as string, CURL)).body.reason, 'session_revoked', 'the server refuses it at once')
-  const again = await cli(h.dbFile, ['revoke', '--session', sidOf(b.access_token)])
+  const again = await cli(h.database, ['revoke', '--session', sidOf(b.access_token)])
   t.equal(again.code, 0)
   t.equal(again.stdout, `session ${sidOf(b.access_token)} was already revoked (operator_revoked)\n`)
-  t.match((await cli(h.dbFile, ['lineage', sidOf(b.access_token)])).stdout, /x REVOKED .*-> operator_revoked \(via cli\)\n$/)
+  t.match((await cli(h.database, ['lineage', sidOf(b.access_token)])).stdout, /x REVOKED .*-> operator_revoked \(via cli\)\n$/)
 
   const c = await h.login(CURL)
   const d = await h.login(CURL)
-  const byUser = await cli(h.dbFile, ['revoke', '--user', 'alice'])
+  const byUser = await cli(h.database, ['revoke', '--user', 'alice'])
   t.equal(byUser.stdout, 'revoked 2 sessions of alice\n')
   for (const x of [c, d]) t.equal((await h.refresh(x.refresh_token as string, CURL)).body.reason, 'session_revoked')
-  t.match((await cli(h.dbFile, ['sessions', 'alice'])).stdout, /revoked \(operator_revoked\)[^\n]*\n[^\n]*revoked \(operator_revoked\)/)
+  t.match((await cli(h.database, ['sessions', 'alice'])).stdout, /revoked \(operator_revoked\)[^\n]*\n[^\n]*revoked \(operator_revoked\)/)
 })
 
 t.test('bad input: one line on stderr and a non-zero exit', async (t) => {
@@ -148,7 +148,7 @@ t.test('bad input: one line on stderr and a non-zero exit', async (t) => {
     [['prune', 'now'], 2, /^tokenline: usage: tokenline prune/]
   ]
   // Independent read-only runs: in parallel, to keep the suite quick on a busy machine.
-  const runs = await Promise.all(cases.map(async ([args]) => await cli(h.dbFile, args)))
+  const runs = await Promise.all(cases.map(async ([args]) => await cli(h.database, args)))
   for (const [i, [args, code, stderr]] of cases.entries()) {
     const r = runs[i] as Awaited<ReturnType<typeof cli>>
     t.equal(r.code, code, `${args.join(' ')}: exit ${code}`)
@@ -156,8 +156,8 @@ t.test('bad input: one line on stderr and a non-zero exit', async (t) => {
     t.equal(r.stderr.trim().split('\n').length, 1, 'one line')
     t.equal(r.stdout, '')
   }
-  t.equal((await cli(h.dbFile, ['events', '--user', 'alice'])).stdout, 'no events\n')
-  const help = await cli(h.dbFile, ['help'])
+  t.equal((await cli(h.database, ['events', '--user', 'alice'])).stdout, 'no events\n')
+  const help = await cli(h.database, ['help'])
   for (const cmd of ['sessions <username>', 'revoke --session <id> | --user <username>', 'lineage <session_id>', 'events [--user <username>]', 'prune']) {
     t.ok(help.stdout.includes(cmd), `help lists ${cmd}`)
   }

@@ -72,7 +72,7 @@ t.test('a backup taken during a refresh load restores to a sound database', asyn
     const missing = b.before.filter((rt) => has.get(digest(rt)) === undefined)
     t.same(missing, [], `backup ${i}: every refresh token received before it started is in it (${b.before.length})`)
     db.close()
-    t.same(lineageViolations(restored), [], `backup ${i}: lineage invariants hold`)
+    t.same(await lineageViolations(restored), [], `backup ${i}: lineage invariants hold`)
   }
 })
 

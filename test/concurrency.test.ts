@@ -82,7 +82,7 @@ async function race (procs: Fixture[], dbFile: string, token: string): Promise<R
     if (r.status >= 400 && r.status < 500) round.reasons.push(`${body.error ?? '?'}/${body.reason ?? '?'}`)
   }
   round.successors = [...successors]
-  round.violations = lineageViolations(dbFile)
+  round.violations = await lineageViolations(dbFile)
   const db = new Database(dbFile, { readonly: true, fileMustExist: true })
   try {
     const row = db.prepare<[Buffer], { generation: number, n: number }>(

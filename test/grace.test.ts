@@ -36,7 +36,7 @@ t.test('the same token twice inside the window gets the same successor, and only
 
   const next = await h.refresh(first.body.refresh_token as string)
   t.equal(next.status, 200, 'the shared successor goes on working')
-  assertLineage(t, h.dbFile)
+  await assertLineage(t, h.database)
 })
 
 t.test('the grandparent never qualifies', async (t) => {
@@ -53,7 +53,7 @@ t.test('the grandparent never qualifies', async (t) => {
   t.equal(replay.body.reason, 'reuse_detected')
   t.equal((await h.refresh(rt2.body.refresh_token as string)).body.reason, 'reuse_detected', 'the live token is revoked with it')
   t.equal((await h.app.tokenline.store.lineage(sid(login))).length, 3, 'no branch was minted')
-  assertLineage(t, h.dbFile)
+  await assertLineage(t, h.database)
 })
 
 t.test('the window is measured from the first use and never slides', async (t) => {
@@ -76,7 +76,7 @@ t.test('the window is measured from the first use and never slides', async (t) =
   t.equal(at10.body.reason, 'reuse_detected')
   t.equal((await h.refresh(successor as string)).body.reason, 'reuse_detected', 'and the session is over')
   t.same((await h.app.tokenline.store.lineage(sid(login))).map((tok) => tok.generation), [0, 1])
-  assertLineage(t, h.dbFile)
+  await assertLineage(t, h.database)
 })
 
 t.test('grace 0 disables the window', async (t) => {
@@ -88,7 +88,7 @@ t.test('grace 0 disables the window', async (t) => {
   t.equal(replay.status, 400, 'an immediate replay, same instant, same device')
   t.equal(replay.body.reason, 'reuse_detected')
   t.equal((await h.refresh(first.body.refresh_token as string)).body.reason, 'reuse_detected')
-  assertLineage(t, h.dbFile)
+  await assertLineage(t, h.database)
 })
 
 t.test('a replay from another user agent inside the window is reuse', async (t) => {
@@ -102,7 +102,7 @@ t.test('a replay from another user agent inside the window is reuse', async (t) 
   t.equal(replay.status, 400, 'not grace: the successor is only handed back to the device that received it')
   t.equal(replay.body.reason, 'reuse_detected')
   t.equal((await h.refresh(first.body.refresh_token as string, chrome)).body.reason, 'reuse_detected')
-  assertLineage(t, h.dbFile)
+  await assertLineage(t, h.database)
 })
 
 t.test('a replay from another device id inside the window is reuse', async (t) => {
@@ -117,7 +117,7 @@ t.test('a replay from another device id inside the window is reuse', async (t) =
       t.equal(replay.status, 400)
       t.equal(replay.body.reason, 'reuse_detected')
       t.equal((await h.refresh(first.body.refresh_token as string, { device_id: 'device-1' })).body.reason, 'reuse_detected')
-      assertLineage(t, h.dbFile)
+      await assertLineage(t, h.database)
     })
   }
 })
@@ -136,7 +136,7 @@ t.test('once the successor has been used, even an earlier grace replay does not 
   const late = await h.refresh(rt0)
   t.equal(late.status, 400, 'RT0 again, still inside its window')
   t.equal(late.body.reason, 'reuse_detected')
-  assertLineage(t, h.dbFile)
+  await assertLineage(t, h.database)
 })
 
 t.test('the window survives a server restart', async (t) => {
@@ -148,12 +148,12 @@ t.test('the window survives a server restart', async (t) => {
 
   // A second process on the same file: everything grace needs is in the database.
   const app = Fastify()
-  await app.register(tokenline, { database: h.dbFile, argon2: CHEAP_ARGON2, now: h.clock.now, logEvents: false, reuseGrace: GRACE })
+  await app.register(tokenline, { database: h.database, argon2: CHEAP_ARGON2, now: h.clock.now, logEvents: false, reuseGrace: GRACE })
   await app.ready()
   t.teardown(() => app.close())
   h.clock.advance(2)
   const res = await requestsTo(app).refresh(login.refresh_token as string)
   t.equal(res.status, 200, 'the replay after the restart is grace')
   t.equal(res.body.refresh_token, first.body.refresh_token, 'with the same successor')
-  assertLineage(t, h.dbFile)
+  await assertLineage(t, h.database)
 })

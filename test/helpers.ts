@@ -11,6 +11,7 @@ import tokenline, { type TokenlinePluginOptions } from '../server/plugin.js'
 import { createPasswords } from '../server/security/passwords.js'
 import { randomId } from '../server/tokens/refresh-format.js'
 import type { Client } from '../db/store.js'
+import { sharedPostgres } from './postgres.js'
 
 /** Cheap argon2 for tests; production parameters are checked by one test (password-grant.test.ts). */
 export const CHEAP_ARGON2 = { memoryCost: 1024, timeCost: 1, parallelism: 1 }
@@ -46,10 +47,21 @@ export interface GrantOptions extends Sender {
   params?: Record<string, string>
 }
 
+/**
+ * TOKENLINE_TEST_ENGINE=postgres runs the harness's tests on PostgreSQL (a database each, on one server
+ * per test process) instead of a SQLite file: the behaviour every engine must share, checked on both.
+ */
+async function postgresDatabase (t: Test): Promise<string> {
+  const server = await sharedPostgres()
+  if (server === undefined) throw new Error('TOKENLINE_TEST_ENGINE=postgres needs PostgreSQL (see test/postgres.ts)')
+  return await server.database(t)
+}
+
 export interface Harness {
   app: FastifyInstance
   clock: TestClock
-  dbFile: string
+  /** The database: a SQLite file in the test's directory, or a postgres:// URL (TOKENLINE_TEST_ENGINE). */
+  database: string
   /** POST /token with a form body. */
   token: (params: Record<string, string>, from?: Sender) => Promise<LightMyRequestResponse>
   /** A password grant of `username` (alice unless said) with the right password unless said; the parsed body, whatever the status. */
@@ -81,11 +93,12 @@ export const form = (params: Record<string, string>): string => new URLSearchPar
 export async function build (t: Test, overrides: Partial<TokenlinePluginOptions> = {}): Promise<Harness> {
   const dir = t.testdir({})
   const dbFile = join(dir, 'tokenline.db')
+  const database = process.env.TOKENLINE_TEST_ENGINE === 'postgres' ? await postgresDatabase(t) : dbFile
   const clock = new TestClock()
   const app = Fastify()
   // Every injected request comes from 127.0.0.1, so the per-IP budgets (server/http/throttle.ts) are off
   // unless a test turns them on; test/brute-force.test.ts does, with the production defaults.
-  await app.register(tokenline, { database: dbFile, argon2: CHEAP_ARGON2, now: clock.now, logEvents: false, throttlePassword: 0, throttleFailures: 0, ...overrides })
+  await app.register(tokenline, { database, argon2: CHEAP_ARGON2, now: clock.now, logEvents: false, throttlePassword: 0, throttleFailures: 0, ...overrides })
   await app.ready()
   t.teardown(() => app.close())
   const store = app.tokenline.store
@@ -94,7 +107,7 @@ export async function build (t: Test, overrides: Partial<TokenlinePluginOptions>
   const h: Harness = {
     app,
     clock,
-    dbFile,
+    database,
     ...requestsTo(app),
     async addUser (username, password = PASSWORD) {
       const id = randomId()

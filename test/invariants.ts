@@ -1,11 +1,12 @@
 import Database from 'better-sqlite3'
+import pg from 'pg'
 import type { Test } from 'tap'
 
 /*
  * The lineage invariants every test that touches refresh tokens can end with: each session is one
  * chain of rotations (RFC 9700 §4.14.2) with at most one unconsumed token, its newest. They are
- * checked on the database file itself, through a separate read-only connection, so they hold for what
- * is committed on disk, whichever process wrote it.
+ * checked on the database itself (a SQLite file, or a postgres:// URL), through a separate read-only
+ * connection and one snapshot, so they hold for what is committed, whichever process wrote it.
  */
 
 interface SessionFacts {
@@ -22,28 +23,63 @@ interface TokenFacts {
   used_at: number | null
 }
 
+const SESSIONS = 'SELECT id, generation, revoked_at, revoked_reason FROM sessions'
+const TOKENS = 'SELECT session_id, generation, parent_generation, used_at FROM refresh_tokens ORDER BY session_id, generation'
+const ORPHAN_SESSIONS = `SELECT s.id FROM sessions s
+  WHERE NOT EXISTS (SELECT 1 FROM users u WHERE u.id = s.user_id) OR NOT EXISTS (SELECT 1 FROM clients c WHERE c.id = s.client_id)`
+
+interface Facts { sessions: SessionFacts[], tokens: TokenFacts[], orphanSessions: Array<{ id: string }>, problems: string[] }
+
 /** Every broken invariant, as one line each; an empty list means the lineage is sound. */
-export function lineageViolations (dbFile: string): string[] {
+export async function lineageViolations (database: string): Promise<string[]> {
+  return check(/^postgres(ql)?:\/\//.test(database) ? await readPostgres(database) : readSqlite(database))
+}
+
+function readSqlite (dbFile: string): Facts {
   const db = new Database(dbFile, { readonly: true, fileMustExist: true, timeout: 5000 })
   try {
-    return check(db)
+    // One read transaction, so the checks all see the same snapshot even while servers write.
+    return db.transaction((): Facts => {
+      const problems: string[] = []
+      const integrity = db.pragma('integrity_check', { simple: true })
+      if (integrity !== 'ok') problems.push(`integrity_check: ${String(integrity)}`)
+      for (const row of db.pragma('foreign_key_check') as Array<{ table: string, parent: string }>) {
+        problems.push(`foreign_key_check: a row of ${row.table} points at a missing ${row.parent}`)
+      }
+      return {
+        sessions: db.prepare<[], SessionFacts>(SESSIONS).all(),
+        tokens: db.prepare<[], TokenFacts>(TOKENS).all(),
+        orphanSessions: db.prepare<[], { id: string }>(ORPHAN_SESSIONS).all(),
+        problems
+      }
+    }).deferred()
   } finally {
     db.close()
   }
 }
 
-function check (db: Database.Database): string[] {
-  const problems: string[] = []
-  // One read transaction, so the checks below all see the same snapshot even while servers write.
-  db.transaction(() => {
-    const integrity = db.pragma('integrity_check', { simple: true })
-    if (integrity !== 'ok') problems.push(`integrity_check: ${String(integrity)}`)
-    for (const row of db.pragma('foreign_key_check') as Array<{ table: string, parent: string }>) {
-      problems.push(`foreign_key_check: a row of ${row.table} points at a missing ${row.parent}`)
+async function readPostgres (url: string): Promise<Facts> {
+  const c = new pg.Client({ connectionString: url })
+  await c.connect()
+  try {
+    // One snapshot for the three reads; PostgreSQL itself enforces the foreign keys.
+    await c.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY')
+    const facts = {
+      // Times arrive as strings (BIGINT); only whether they are null matters here.
+      sessions: (await c.query<SessionFacts>(SESSIONS)).rows,
+      tokens: (await c.query<TokenFacts>(TOKENS)).rows,
+      orphanSessions: (await c.query<{ id: string }>(ORPHAN_SESSIONS)).rows,
+      problems: []
     }
+    await c.query('COMMIT')
+    return facts
+  } finally {
+    await c.end()
+  }
+}
 
-    const sessions = db.prepare<[], SessionFacts>('SELECT id, generation, revoked_at, revoked_reason FROM sessions').all()
-    const tokens = db.prepare<[], TokenFacts>('SELECT session_id, generation, parent_generation, used_at FROM refresh_tokens ORDER BY session_id, generation').all()
+function check ({ sessions, tokens, orphanSessions, problems }: Facts): string[] {
+  {
     const bySession = new Map<string, TokenFacts[]>()
     for (const tok of tokens) {
       const list = bySession.get(tok.session_id)
@@ -95,15 +131,12 @@ function check (db: Database.Database): string[] {
     for (const [sessionId, orphans] of bySession) {
       problems.push(`${orphans.length} orphan refresh token(s) of missing session ${sessionId}`)
     }
-    const orphanSessions = db.prepare<[], { id: string }>(`SELECT s.id FROM sessions s
-      WHERE NOT EXISTS (SELECT 1 FROM users u WHERE u.id = s.user_id) OR NOT EXISTS (SELECT 1 FROM clients c WHERE c.id = s.client_id)`).all()
     for (const s of orphanSessions) problems.push(`session ${s.id}: its user or client is missing`)
-  }).deferred()
+  }
   return problems
 }
 
-/** Asserts the lineage invariants on `dbFile` as one tap assertion that lists what broke. */
-export function assertLineage (t: Test, dbFile: string, message = 'lineage invariants hold'): boolean {
-  const problems = lineageViolations(dbFile)
-  return t.same(problems, [], message)
+/** Asserts the lineage invariants on `database` as one tap assertion that lists what broke. */
+export async function assertLineage (t: Test, database: string, message = 'lineage invariants hold'): Promise<boolean> {
+  return t.same(await lineageViolations(database), [], message)
 }

@@ -29,7 +29,7 @@ async function rotate (h: Harness, rt: string, times: number): Promise<string[]>
 
 async function count (h: Harness, table: 'sessions' | 'refresh_tokens' | 'security_events'): Promise<number> {
   const { default: Database } = await import('better-sqlite3')
-  const db = new Database(h.dbFile, { readonly: true })
+  const db = new Database(h.database, { readonly: true })
   try {
     return (db.prepare(`SELECT count(*) AS n FROM ${table}`).get() as { n: number }).n
   } finally {
@@ -81,7 +81,7 @@ t.test('pruning removes exactly the sessions past their absolute expiry, and reu
   const replay = await h.refresh(liveChain[0] as string)
   t.equal(replay.body.reason, 'reuse_detected')
   t.equal((await h.refresh(liveChain.at(-1) as string)).body.reason, 'reuse_detected', 'and the live token died with its session')
-  assertLineage(t, h.dbFile)
+  await assertLineage(t, h.database)
 })
 
 t.test('the absolute expiry boundary: a session is pruned at its expiry, not a millisecond before', async (t) => {
@@ -134,12 +134,12 @@ t.test('tokenline prune runs the same pass and says what it pruned', async (t) =
   await h.login()
   h.clock.t = Date.now() - HOUR * 1000
   const live = await h.login()
-  const r = await cli(h.dbFile, ['prune'])
+  const r = await cli(h.database, ['prune'])
   t.equal(r.code, 0, r.stderr)
   t.equal(r.stdout, 'pruned 2 expired sessions (4 refresh tokens) and 4 security events older than 90 days\n')
   t.ok(await h.app.tokenline.store.findSession(sidOf(live.access_token)), 'the live session stays')
   t.equal((await h.refresh(live.refresh_token as string)).status, 200)
-  const again = await cli(h.dbFile, ['prune'], '', { TOKENLINE_EVENT_RETENTION: '0' })
+  const again = await cli(h.database, ['prune'], '', { TOKENLINE_EVENT_RETENTION: '0' })
   t.equal(again.stdout, 'pruned 0 expired sessions (0 refresh tokens) and security events are kept forever (TOKENLINE_EVENT_RETENTION=0)\n')
 })
 

@@ -187,6 +187,6 @@ t.test('keys rotate --drop-old: a possibly leaked key leaves the JWKS at once', 
   t.equal(decodeProtectedHeader(refreshed.body.access_token).kid, r.key.kid, 'a refresh gets a token of the new key')
   t.not(oldKid, r.key.kid)
 
-  const cli = await runCli(['keys', 'rotate', '--drop-old', 'extra'], { env: { TOKENLINE_DB: h.dbFile } })
+  const cli = await runCli(['keys', 'rotate', '--drop-old', 'extra'], { env: { TOKENLINE_DB: h.database } })
   t.equal(cli.code, 2, 'extra arguments refused')
 })

@@ -44,7 +44,7 @@ t.test('the absolute lifetime: refreshing every 50 min works until 8 h and not a
   t.equal(at8.status, 400, 'refresh at exactly 8 h fails')
   t.equal(at8.body.error, 'invalid_grant')
   t.equal(at8.body.reason, 'session_expired', 'as expired, not idle: the idle deadline never passed the absolute one')
-  assertLineage(t, h.dbFile)
+  await assertLineage(t, h.database)
 })
 
 t.test('the idle timeout: exactly 1 h unused ends the session, 1 h - 1 ms does not', async (t) => {
@@ -67,7 +67,7 @@ t.test('the idle timeout: exactly 1 h unused ends the session, 1 h - 1 ms does n
   h.clock.advance(HOUR)
   const late = await h.refresh(again.body.refresh_token as string)
   t.equal(late.body.reason, 'session_idle')
-  assertLineage(t, h.dbFile)
+  await assertLineage(t, h.database)
 })
 
 t.test('access token exp is iat + accessTokenTtl', async (t) => {
@@ -123,7 +123,7 @@ t.test('per-client lifetimes override the server defaults', async (t) => {
   t.equal(other.expires_in, 900, 'cli keeps the default access token lifetime')
   const otherSession = await h.app.tokenline.store.findSession(sid(other))
   t.equal((otherSession?.expiresAt ?? 0) - h.clock.now(), 8 * HOUR * 1000, 'and the server session lifetime')
-  assertLineage(t, h.dbFile)
+  await assertLineage(t, h.database)
 })
 
 t.test('the refresh cookie never outlives the session', async (t) => {

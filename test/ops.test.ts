@@ -82,7 +82,7 @@ t.test('GET /healthz: 503 when the database is closed', async (t) => {
 t.test('GET /healthz: 503 when the schema is not the one this version expects', async (t) => {
   const h = await build(t)
   // Another process (a newer tokenline) migrated the file further.
-  const other = new Database(h.dbFile)
+  const other = new Database(h.database)
   other.pragma(`user_version = ${latestMigration() + 1}`)
   other.close()
   const res = await h.app.inject({ method: 'GET', url: '/healthz' })

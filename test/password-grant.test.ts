@@ -15,7 +15,7 @@ import { CHEAP_ARGON2_ENV, postForm, runCli, startServer, tempDir } from './proc
 const LOGIN = { grant_type: 'password', client_id: 'cli', username: 'alice' }
 
 function userRow (h: Harness | string, username: string): { id: string, password_hash: string } {
-  const db = new Database(typeof h === 'string' ? h : h.dbFile, { readonly: true })
+  const db = new Database(typeof h === 'string' ? h : h.database, { readonly: true })
   try {
     return db.prepare('SELECT id, password_hash FROM users WHERE username = ?').get(username) as { id: string, password_hash: string }
   } finally {
@@ -118,7 +118,7 @@ t.test('unknown user, wrong password and disabled user are indistinguishable', a
 
 t.test('username normalisation: trimmed and case-folded, the same user', async (t) => {
   const h = await build(t)
-  const alice = userRow(h, 'alice').id
+  const alice = (await h.app.tokenline.store.findUserByUsername('alice'))?.id
   for (const username of ['alice', 'Alice ', 'ALICE', '  aLiCe\t']) {
     const res = await h.token({ ...LOGIN, username, password: PASSWORD })
     t.equal(res.statusCode, 200, JSON.stringify(username))
@@ -131,6 +131,13 @@ t.test('username normalisation: trimmed and case-folded, the same user', async (
   const long = await h.token({ ...LOGIN, username: 'a'.repeat(300), password: PASSWORD })
   t.equal(long.statusCode, 400)
   t.equal((long.json() as TokenBody).reason, 'invalid_credentials', 'an over-long username is just a miss')
+  // No account has one (the CLI refuses them) and PostgreSQL cannot store NUL: refused, nothing recorded.
+  const before = (await h.app.tokenline.store.listEvents({})).length
+  for (const username of ['al\u0000ice', 'alice\u0001', 'a\u007fb']) {
+    const res = await h.token({ ...LOGIN, username, password: PASSWORD })
+    t.same([res.statusCode, (res.json() as TokenBody).error], [400, 'invalid_request'], `control character in ${JSON.stringify(username)}`)
+  }
+  t.equal((await h.app.tokenline.store.listEvents({})).length, before, 'no failure recorded under such a name')
 })
 
 t.test('passwords: verified exactly as received, long ones work, huge ones refused before hashing', async (t) => {

@@ -16,7 +16,7 @@ import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import pg from 'pg'
-import type { Test } from 'tap'
+import tap, { type Test } from 'tap'
 
 /** Where Debian's postgresql-NN package puts the server binaries; the newest version wins. */
 function binDir (): string | undefined {
@@ -42,8 +42,8 @@ async function freePort (): Promise<number> {
 }
 
 export interface PgServer {
-  /** A new, empty database on the server: its postgres:// URL. */
-  database: () => Promise<string>
+  /** A new, empty database on the server, dropped when `owner` (else the server's test) ends: its postgres:// URL. */
+  database: (owner?: Test) => Promise<string>
   /** Only for a cluster started here (undefined with TOKENLINE_TEST_PG_URL): stops it hard (`pg_ctl stop -m immediate`). */
   stop?: () => void
   /** Starts the stopped cluster again on the same port and directory. */
@@ -79,7 +79,7 @@ async function startCluster (t: Test, bin: string): Promise<PgServer> {
   })
   const admin = `postgres://postgres@127.0.0.1:${port}/postgres`
   return {
-    database: async () => await createDatabase(t, admin),
+    database: async (owner) => await createDatabase(owner ?? t, admin),
     stop: () => stop('immediate'),
     start
   }
@@ -116,7 +116,7 @@ async function createDatabase (t: Test, adminUrl: string): Promise<string> {
  */
 export async function postgres (t: Test): Promise<PgServer | undefined> {
   const url = process.env.TOKENLINE_TEST_PG_URL
-  if (url !== undefined && url !== '') return { database: async () => await createDatabase(t, url) }
+  if (url !== undefined && url !== '') return { database: async (owner) => await createDatabase(owner ?? t, url) }
   const bin = binDir()
   if (bin === undefined) {
     if (process.env.CI !== undefined && process.env.CI !== '') t.fail(HOW_TO.replace('skipped', 'cannot run in CI'))
@@ -124,4 +124,15 @@ export async function postgres (t: Test): Promise<PgServer | undefined> {
     return undefined
   }
   return await startCluster(t, bin)
+}
+
+let shared: Promise<PgServer | undefined> | undefined
+
+/**
+ * One server for the whole test process (started at first use, stopped when the process's tests end):
+ * for tests that each want a database of their own, such as the harness under TOKENLINE_TEST_ENGINE.
+ */
+export async function sharedPostgres (): Promise<PgServer | undefined> {
+  shared ??= postgres(tap as unknown as Test)
+  return await shared
 }

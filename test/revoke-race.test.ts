@@ -91,7 +91,7 @@ t.test('a refresh racing a revocation in another process never leaves a live tok
   t.ok(clean, `no token survived any of ${ROUNDS} revocations`)
   t.comment(`refresh committed first ${outcomes.refreshFirst} times, revocation first ${outcomes.revokeFirst} times`)
   t.notMatch(a.stderr() + b.stderr(), /SQLITE_BUSY|error/i, 'no lock errors in either process')
-  assertLineage(t, dbFile)
+  await assertLineage(t, dbFile)
 })
 
 t.test('the CLI revoking every session of a user races refreshes in a server process', async (t) => {
@@ -124,5 +124,5 @@ t.test('the CLI revoking every session of a user races refreshes in a server pro
     for (const r of reasons) t.ok(r === 'session_revoked' || r === 'stopped', `round ${i}: a loop ends on the revocation (${r as string})`)
     t.ok(await assertNothingSurvives(t, [a], { rts: issued, ats }, `CLI round ${i}`), `round ${i}: none of ${issued.length} refresh tokens works`)
   }
-  assertLineage(t, dbFile)
+  await assertLineage(t, dbFile)
 })

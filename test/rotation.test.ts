@@ -30,7 +30,7 @@ t.test('each refresh returns a new token and consumes the old one', async (t) =>
   t.same(lineage.map((tok) => tok.generation), [0, 1, 2, 3], 'one lineage, four generations')
   t.same(lineage.map((tok) => tok.usedAt !== null), [true, true, true, false], 'every token but the newest is consumed')
   t.same(lineage.map((tok) => tok.parentGeneration), [null, 0, 1, 2], 'each token names its parent')
-  assertLineage(t, h.dbFile)
+  await assertLineage(t, h.database)
 })
 
 t.test('replaying a consumed token revokes the whole session, the newest token included', async (t) => {
@@ -85,7 +85,7 @@ t.test('replaying a consumed token revokes the whole session, the newest token i
   const next = await h.refresh(again.refresh_token as string)
   t.equal(next.status, 200, 'and its token refreshes')
   t.equal((await h.refresh(tokens[3] as string)).body.reason, 'reuse_detected', 'the old family stays revoked')
-  assertLineage(t, h.dbFile)
+  await assertLineage(t, h.database)
 })
 
 t.test('scope on refresh only narrows, and only the access token', async (t) => {
@@ -107,7 +107,7 @@ t.test('scope on refresh only narrows, and only the access token', async (t) => 
 
   const explicit = await h.refresh(full.body.refresh_token as string, { params: { scope: 'write read' } })
   t.equal(explicit.status, 200, 'asking for all of the granted scope is not widening')
-  assertLineage(t, h.dbFile)
+  await assertLineage(t, h.database)
 })
 
 t.test('a wider scope is refused and consumes nothing', async (t) => {
@@ -130,7 +130,7 @@ t.test('a wider scope is refused and consumes nothing', async (t) => {
   const ok = await h.refresh(login.refresh_token as string)
   t.equal(ok.status, 200, 'the same token still refreshes')
   t.equal(ok.body.scope, 'read', 'with the scope the session was granted')
-  assertLineage(t, h.dbFile)
+  await assertLineage(t, h.database)
 })
 
 t.test('a refresh token only works for the client it was issued to', async (t) => {
@@ -158,7 +158,7 @@ t.test('a refresh token only works for the client it was issued to', async (t) =
   t.equal(session?.revokedAt, null, 'the session is not revoked')
   const owner = await h.refresh(token)
   t.equal(owner.status, 200, 'the owner can still refresh with the same token')
-  assertLineage(t, h.dbFile)
+  await assertLineage(t, h.database)
 })
 
 t.test("a disabled user's refresh fails, and keeps failing once re-enabled", async (t) => {
@@ -182,7 +182,7 @@ t.test("a disabled user's refresh fails, and keeps failing once re-enabled", asy
   t.equal(after.body.reason, 'session_revoked')
   const fresh = await h.login()
   t.equal((await h.refresh(fresh.refresh_token as string)).status, 200, 'a new login works again')
-  assertLineage(t, h.dbFile)
+  await assertLineage(t, h.database)
 })
 
 t.test('unknown, malformed and forged tokens are invalid_grant without touching a session', async (t) => {
@@ -196,7 +196,7 @@ t.test('unknown, malformed and forged tokens are invalid_grant without touching 
     t.equal(r.body.error, 'invalid_grant', `${name}: invalid_grant`)
   }
   t.equal((await h.refresh(real)).status, 200, 'the real token is unaffected')
-  assertLineage(t, h.dbFile)
+  await assertLineage(t, h.database)
 })
 
 t.test('cookie delivery: the cookie rotates, and a replayed cookie ends the session and clears it', async (t) => {
@@ -221,5 +221,5 @@ t.test('cookie delivery: the cookie rotates, and a replayed cookie ends the sess
   t.equal(maxAge(cleared), 0, 'with Max-Age=0')
   t.equal(cleared?.attrs.get('path'), '/token', 'on the path it was set for')
   t.equal((await cookieRefresh(h, rt1, CURL)).json().reason, 'reuse_detected', 'and the live cookie is dead too')
-  assertLineage(t, h.dbFile)
+  await assertLineage(t, h.database)
 })

@@ -176,7 +176,7 @@ t.test('a password change and a disabled account end every session, and their ac
   for (const s of alice) t.equal((await sessionsApi(h, 'GET', '/sessions', s.access_token)).statusCode, 200)
 
   // The real CLI, on the database file the server is using.
-  const passwd = await tokenline(h.dbFile, ['user', 'passwd', 'alice'], 'a brand new passphrase\n')
+  const passwd = await tokenline(h.database, ['user', 'passwd', 'alice'], 'a brand new passphrase\n')
   t.equal(passwd.code, 0, passwd.stderr)
   t.match(passwd.stdout, /revoked 3 sessions/)
   for (const s of alice) {
@@ -192,14 +192,14 @@ t.test('a password change and a disabled account end every session, and their ac
 
   const again = await h.login({ password: 'a brand new passphrase' })
   t.equal(again.token_type, 'Bearer', 'the new password logs in')
-  const disable = await tokenline(h.dbFile, ['user', 'disable', 'alice'])
+  const disable = await tokenline(h.database, ['user', 'disable', 'alice'])
   t.equal(disable.code, 0, disable.stderr)
   t.match(disable.stdout, /revoked 1 session/)
   t.equal((await sessionsApi(h, 'GET', '/sessions', again.access_token)).statusCode, 401, 'a disabled user\'s access token is refused at once')
   t.equal((await h.refresh(again.refresh_token as string)).body.error, 'invalid_grant', 'and so is the refresh token')
   t.equal((await h.login({ password: 'a brand new passphrase' })).error, 'invalid_grant', 'and new logins')
 
-  const enable = await tokenline(h.dbFile, ['user', 'enable', 'alice'])
+  const enable = await tokenline(h.database, ['user', 'enable', 'alice'])
   t.equal(enable.code, 0)
   t.equal((await sessionsApi(h, 'GET', '/sessions', again.access_token)).statusCode, 401, 'enabling does not revive old sessions')
   t.equal((await h.refresh(again.refresh_token as string)).body.reason, 'session_revoked')

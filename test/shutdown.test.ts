@@ -91,5 +91,5 @@ t.test('SIGTERM under load: in-flight requests finish, exit 0, database closed c
   const reopened = new Database(db, { readonly: true, fileMustExist: true })
   t.equal(reopened.pragma('integrity_check', { simple: true }), 'ok')
   reopened.close()
-  t.same(lineageViolations(db), [], 'lineage invariants hold')
+  t.same(await lineageViolations(db), [], 'lineage invariants hold')
 })

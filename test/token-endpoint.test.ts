@@ -54,7 +54,7 @@ function assertErrorResponse (t: Test, res: LightMyRequestResponse, status: numb
 
 /** A fingerprint of everything a token request may change: sessions and the lineage, row by row. */
 function dbState (h: Harness): string {
-  const db = new Database(h.dbFile, { readonly: true })
+  const db = new Database(h.database, { readonly: true })
   try {
     const sessions = db.prepare('SELECT * FROM sessions ORDER BY id').all()
     const tokens = db.prepare('SELECT hex(digest) AS d, session_id, generation, used_at, successor_sealed IS NOT NULL AS sealed FROM refresh_tokens ORDER BY d').all()

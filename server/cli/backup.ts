@@ -1,6 +1,7 @@
 import { existsSync, renameSync, rmSync, statSync } from 'node:fs'
 import { basename, dirname, join, resolve } from 'node:path'
 import { openDatabase } from '../../db/sqlite/database.js'
+import { isPostgresUrl } from '../../db/open.js'
 import { cliOptions, parseCommand } from './command.js'
 import { CliError, type Io } from './io.js'
 
@@ -22,6 +23,9 @@ export async function backupCommand (args: string[], io: Io): Promise<void> {
   if (target === '') throw new CliError(`usage: ${USAGE}`, 2)
 
   const opts = cliOptions(io)
+  if (isPostgresUrl(opts.database)) {
+    throw new CliError('tokenline backup copies a SQLite file; for PostgreSQL use its own tool, e.g. pg_dump --format=custom --file=tokenline.dump "$TOKENLINE_DB" (restore with pg_restore)')
+  }
   const source = resolve(opts.database)
   const dest = resolve(target)
   if (!existsSync(source)) throw new CliError(`database ${opts.database} does not exist (set TOKENLINE_DB)`)

@@ -1,6 +1,5 @@
 import { parseArgs, type ParseArgsConfig } from 'node:util'
-import { openDatabase } from '../../db/sqlite/database.js'
-import { createStore } from '../../db/sqlite/store.js'
+import { openStore } from '../../db/open.js'
 import type { Store } from '../../db/store.js'
 import { fromEnv, resolveOptions, type ResolvedOptions } from '../options.js'
 import { CliError, type Io } from './io.js'
@@ -91,7 +90,7 @@ export const cliOptions = (io: Io): ResolvedOptions => resolveOptions(fromEnv(io
  */
 export async function withStore<T> (io: Io, use: (context: { store: Store, opts: ResolvedOptions }) => Promise<T>): Promise<T> {
   const opts = cliOptions(io)
-  const store = createStore(openDatabase(opts.database))
+  const store = await openStore(opts.database, { pgPoolSize: opts.pgPoolSize, pgStatementTimeoutMs: opts.pgStatementTimeout * 1000 })
   try {
     return await use({ store, opts })
   } finally {

@@ -1,4 +1,4 @@
-import { createPasswords, MAX_PASSWORD, MAX_USERNAME, normaliseUsername } from '../security/passwords.js'
+import { CONTROL_CHARACTERS, createPasswords, MAX_PASSWORD, MAX_USERNAME, normaliseUsername } from '../security/passwords.js'
 import { randomId } from '../tokens/refresh-format.js'
 import { parseCommand, subcommand, withStore } from './command.js'
 import { CliError, iso, plural, readPassword, table, type Io } from './io.js'
@@ -11,8 +11,7 @@ const USAGE = 'tokenline user add|passwd|disable|enable <username> | user list'
 export function validUsername (raw: string): string {
   const name = normaliseUsername(raw)
   if (name === '' || name.length > MAX_USERNAME) throw new CliError(`username must be 1 to ${MAX_USERNAME} characters`, 2)
-  // eslint-disable-next-line no-control-regex
-  if (/[\x00-\x1f\x7f\s]/.test(name)) throw new CliError('username must not contain spaces or control characters', 2)
+  if (CONTROL_CHARACTERS.test(name) || /\s/.test(name)) throw new CliError('username must not contain spaces or control characters', 2)
   return name
 }
 

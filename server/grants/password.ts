@@ -11,7 +11,7 @@ import { deviceIdParam } from '../security/device-id.js'
 import { digest, newRefreshToken, randomId } from '../tokens/refresh-format.js'
 import { idleTtl, sessionTtl, issueTokens, type TokenResponse } from '../tokens/response.js'
 import * as lockout from '../security/lockout.js'
-import { MAX_PASSWORD, MAX_USERNAME, normaliseUsername } from '../security/passwords.js'
+import { CONTROL_CHARACTERS, MAX_PASSWORD, MAX_USERNAME, normaliseUsername } from '../security/passwords.js'
 import { grantScope } from '../tokens/scope.js'
 import { clientAuthParams, str, type JsonSchema } from '../api-docs.js'
 import type { GrantInput } from './index.js'
@@ -49,6 +49,8 @@ export async function handler (tl: Tokenline, { request, reply, params, client }
   const scope = grantScope(params.scope, client.scopes)
   const meta = requestMeta(request, deviceIdParam(params))
   const name = normaliseUsername(username)
+  // Never an account's name; refused before it reaches the store, or a counter of failures under it.
+  if (CONTROL_CHARACTERS.test(name)) throw invalidRequest('username must not contain control characters')
 
   const user = name.length > MAX_USERNAME ? undefined : await tl.store.findUserByUsername(name)
   const ok = await tl.passwords.verify(user?.passwordHash, password)

@@ -48,6 +48,10 @@ export function createPasswords (params: Argon2Params, gate?: Gate): Passwords {
   }
 }
 
+/** C0 controls and DEL: no account name holds one (`tokenline user add` refuses them), and PostgreSQL cannot store NUL. */
+// eslint-disable-next-line no-control-regex
+export const CONTROL_CHARACTERS = /[\x00-\x1f\x7f]/
+
 /** Usernames are compared after NFC normalisation, trimming and lower-casing. */
 export function normaliseUsername (username: string): string {
   return username.normalize('NFC').trim().toLowerCase()

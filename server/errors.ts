@@ -1,3 +1,4 @@
+import { StoreError } from '../db/store.js'
 /**
  * RFC 6749 §5.2 error codes, plus the RFC 7009 / RFC 6750 ones Tokenline's other routes use. A list,
  * not only a type, so that the OpenAPI document's enum is this list (server/api-docs.ts).
@@ -121,6 +122,10 @@ export function toOAuthError (err: unknown): OAuthError {
   if (e?.code !== undefined && REQUEST_ERRORS.has(e.code)) return invalidRequest('malformed request')
   // JSON.parse failures and client-side HTTP framing problems surface as 400s from Fastify.
   if (e?.statusCode !== undefined && e.statusCode >= 400 && e.statusCode < 500) return invalidRequest('malformed request')
+  // The database is unreachable or too slow (db/store.ts 'unavailable'): nothing was written; retry.
+  if (err instanceof StoreError && err.code === 'unavailable') {
+    return new OAuthError('temporarily_unavailable', 'database unavailable, retry', { headers: { 'retry-after': '1' }, cause: err })
+  }
   // SQLITE_BUSY and its extended codes (SQLITE_BUSY_SNAPSHOT, ...): the write lock stayed taken past busy_timeout.
   if (typeof e?.code === 'string' && e.code.startsWith('SQLITE_BUSY')) {
     return new OAuthError('temporarily_unavailable', 'database busy, retry', { headers: { 'retry-after': '1' }, cause: err })

@@ -112,8 +112,8 @@ export async function openPostgresStore (url: string, opts: PoolOptions): Promis
     await migrate(pool)
   } catch (err) {
     await pool.end().catch(() => {})
-    const why = (err as Error).message
-    throw new StoreError(isTransient(err) ? 'unavailable' : 'conflict', `cannot open the PostgreSQL database at ${describeUrl(url)}: ${why}`, { cause: err })
+    const message = `cannot open the PostgreSQL database at ${describeUrl(url)}: ${(err as Error).message}`
+    throw isTransient(err) ? new StoreError('unavailable', message, { cause: err }) : new Error(message, { cause: err })
   }
   return createPostgresStore(pool)
 }

@@ -119,8 +119,7 @@ export async function postgres (t: Test): Promise<PgServer | undefined> {
   if (url !== undefined && url !== '') return { database: async (owner) => await createDatabase(owner ?? t, url) }
   const bin = binDir()
   if (bin === undefined) {
-    if (process.env.CI !== undefined && process.env.CI !== '') t.fail(HOW_TO.replace('skipped', 'cannot run in CI'))
-    else t.plan(0, HOW_TO)
+    skipWithoutPostgres(t)
     return undefined
   }
   return await startCluster(t, bin)
@@ -129,10 +128,23 @@ export async function postgres (t: Test): Promise<PgServer | undefined> {
 let shared: Promise<PgServer | undefined> | undefined
 
 /**
- * One server for the whole test process (started at first use, stopped when the process's tests end):
- * for tests that each want a database of their own, such as the harness under TOKENLINE_TEST_ENGINE.
+ * One server for the whole test process (started at first use, stopped when the process's tests end),
+ * for tests that each want a database of their own; undefined when there is none (then the caller
+ * skips, with `skipWithoutPostgres`).
  */
 export async function sharedPostgres (): Promise<PgServer | undefined> {
-  shared ??= postgres(tap as unknown as Test)
+  const root = tap as unknown as Test
+  shared ??= (async () => {
+    const url = process.env.TOKENLINE_TEST_PG_URL
+    if (url !== undefined && url !== '') return { database: async (owner?: Test) => await createDatabase(owner ?? root, url) }
+    const bin = binDir()
+    return bin === undefined ? undefined : await startCluster(root, bin)
+  })()
   return await shared
+}
+
+/** Plans `t` as skipped, saying how to enable PostgreSQL; in CI, fails it instead. */
+export function skipWithoutPostgres (t: Test): void {
+  if (process.env.CI !== undefined && process.env.CI !== '') t.fail(HOW_TO.replace('skipped', 'cannot run in CI'))
+  else t.plan(0, HOW_TO)
 }

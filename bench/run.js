@@ -10,11 +10,14 @@
 //   peer      the same chained refresh against @node-oauth/oauth2-server in Fastify with a better-sqlite3
 //             model (bench/peer-server.js): the library most Node projects would use instead
 //   S/T/A     sign ops/s, rotation transactions/s, argon2 verify latency (bench/primitives.js)
+//   pg        the refresh grant with TOKENLINE_DB on PostgreSQL: one instance, then two instances sharing
+//             the database, the load split between them (a throwaway cluster from bench/pg-cluster.js,
+//             or the server BENCH_PG_URL names: a user that may CREATE DATABASE)
 //
 // Environment: BENCH_DURATION (s, default 10), BENCH_WARMUP (s, 3), BENCH_CONNECTIONS (64),
 // BENCH_PASSWORD_CONNECTIONS (2 per server CPU), BENCH_SESSIONS (n: also measure the refresh with n stored
 // sessions of other users, three tokens each), BENCH_PIN=0 (no taskset), BENCH_SERVER_CPU (0), BENCH_LOADER_CPU (1),
-// BENCH_ONLY=h,refresh,password,peer,primitives (subset), BENCH_PROFILE=<dir> (write a V8 CPU profile of
+// BENCH_ONLY=h,refresh,password,peer,pg,primitives (subset), BENCH_PROFILE=<dir> (write a V8 CPU profile of
 // the Tokenline server during the refresh run; see bench/profile-summary.js).
 import autocannon from 'autocannon'
 import { spawn, spawnSync } from 'node:child_process'
@@ -27,6 +30,8 @@ import { fileURLToPath } from 'node:url'
 import Database from 'better-sqlite3'
 import { openDatabase } from '../dist/db/sqlite/database.js'
 import { createStore } from '../dist/db/sqlite/store.js'
+import { openStore } from '../dist/db/open.js'
+import { startCluster } from './pg-cluster.js'
 import { createPasswords } from '../dist/server/security/passwords.js'
 import { randomId } from '../dist/server/tokens/refresh-format.js'
 
@@ -47,7 +52,7 @@ const LOADER_CPU = int('BENCH_LOADER_CPU', 1)
 // Stored sessions (of other users, three tokens each) seeded before a second refresh run.
 const SEEDED = int('BENCH_SESSIONS', 0)
 const PROFILE_DIR = process.env.BENCH_PROFILE || undefined
-const ONLY = new Set((process.env.BENCH_ONLY ?? 'h,refresh,password,peer,primitives').split(',').map((s) => s.trim()))
+const ONLY = new Set((process.env.BENCH_ONLY ?? 'h,refresh,password,peer,pg,primitives').split(',').map((s) => s.trim()))
 // The production parameters (server/options.ts defaults), set explicitly on the server too.
 const ARGON2 = { memoryCost: 19456, timeCost: 2, parallelism: 1 }
 const USER_AGENT = 'tokenline-bench/1'
@@ -329,13 +334,13 @@ async function benchPeer (dir) {
 }
 
 async function provisionDatabase (file) {
-  const store = createStore(openDatabase(file))
+  const store = await openStore(file, { pgPoolSize: 2, pgStatementTimeoutMs: 10_000 })
   try {
     const now = Date.now()
     await store.createUser({ id: randomId(), username: USERNAME, passwordHash: await createPasswords(ARGON2).hash(PASSWORD), now })
     await store.createClient({ id: CLIENT_ID, secretDigest: null, delivery: 'body', grants: 'password refresh_token', scopes: 'read write', origins: '', accessTtl: null, idleTtl: null, sessionTtl: null, now })
   } finally {
-    store.close()
+    await store.close()
   }
 }
 
@@ -382,20 +387,7 @@ async function benchTokenline (dir, seeded = 0) {
   await provisionDatabase(dbFile)
   if (seeded > 0) seedSessions(dbFile, seeded)
   const port = await freePort()
-  const env = {
-    ...baseEnv(),
-    PORT: String(port),
-    HOST: '127.0.0.1',
-    TOKENLINE_DB: dbFile,
-    TOKENLINE_LOG_LEVEL: 'silent',
-    TOKENLINE_ACCESS_TTL: '3600',
-    // All load comes from one address: the per-IP password budget (20/min by default) would measure
-    // the limiter. Refreshes that succeed never spend the failure budget, which stays on.
-    TOKENLINE_THROTTLE_PASSWORD: '0',
-    TOKENLINE_ARGON2_MEMORY: String(ARGON2.memoryCost),
-    TOKENLINE_ARGON2_TIME: String(ARGON2.timeCost),
-    TOKENLINE_ARGON2_PARALLELISM: String(ARGON2.parallelism)
-  }
+  const env = tokenlineEnv(port, dbFile)
   const nodeArgs = PROFILE_DIR !== undefined ? ['--cpu-prof', `--cpu-prof-dir=${PROFILE_DIR}`] : []
   const child = launch('tokenline server', [process.execPath, ...nodeArgs, 'dist/server/standalone/main.js'], env)
   const base = `http://127.0.0.1:${port}`
@@ -439,15 +431,122 @@ async function benchTokenline (dir, seeded = 0) {
 }
 
 /** The server's own record of what happened: every refresh must have been a rotation. */
-async function countEvents (file) {
-  const store = createStore(openDatabase(file))
+async function countEvents (database) {
+  const store = await openStore(database, { pgPoolSize: 2, pgStatementTimeoutMs: 60_000 })
   try {
     const counts = {}
     for (const e of await store.listEvents({ limit: Number.MAX_SAFE_INTEGER })) counts[e.type] = (counts[e.type] ?? 0) + 1
     return counts
   } finally {
-    store.close()
+    await store.close()
   }
+}
+
+/** The env of a Tokenline server under the refresh load. */
+const tokenlineEnv = (port, database) => ({
+  ...baseEnv(),
+  PORT: String(port),
+  HOST: '127.0.0.1',
+  TOKENLINE_DB: database,
+  TOKENLINE_LOG_LEVEL: 'silent',
+  TOKENLINE_ACCESS_TTL: '3600',
+  // All load comes from one address: the per-IP password budget (20/min by default) would measure
+  // the limiter. Refreshes that succeed never spend the failure budget, which stays on.
+  TOKENLINE_THROTTLE_PASSWORD: '0',
+  TOKENLINE_ARGON2_MEMORY: String(ARGON2.memoryCost),
+  TOKENLINE_ARGON2_TIME: String(ARGON2.timeCost),
+  TOKENLINE_ARGON2_PARALLELISM: String(ARGON2.parallelism)
+})
+
+/**
+ * The refresh grant on PostgreSQL: one instance with every connection, then two instances on the same
+ * database with half the connections each (two load generators in this process, run at once), as a
+ * load balancer would split them. CPU per refresh counts both Tokenline processes, not PostgreSQL's.
+ */
+async function benchPostgres () {
+  let cluster
+  let admin = process.env.BENCH_PG_URL
+  if (admin === undefined || admin === '') {
+    cluster = startCluster(await freePort())
+    if (cluster === undefined) {
+      process.stdout.write('  pg: skipped (no PostgreSQL: install postgresql, or set BENCH_PG_URL)\n')
+      return undefined
+    }
+    admin = cluster.url
+  }
+  const { default: pg } = await import('pg')
+  const databases = []
+  const makeDatabase = async () => {
+    const name = `tokenline_bench_${randomBytes(4).toString('hex')}`
+    const c = new pg.Client({ connectionString: admin })
+    await c.connect()
+    await c.query(`CREATE DATABASE ${name}`)
+    await c.end()
+    databases.push(name)
+    const u = new URL(admin)
+    u.pathname = `/${name}`
+    return u.toString()
+  }
+  const out = {}
+  try {
+    for (const instances of [1, 2]) {
+      const database = await makeDatabase()
+      await provisionDatabase(database)
+      const servers = []
+      try {
+        for (let i = 0; i < instances; i++) {
+          const port = await freePort()
+          const child = launch(`tokenline on PostgreSQL #${i + 1}`, [process.execPath, 'dist/server/standalone/main.js'], tokenlineEnv(port, database))
+          servers.push({ child, base: `http://127.0.0.1:${port}` })
+        }
+        for (const s of servers) await waitForHttp(s.child, `${s.base}/.well-known/oauth-authorization-server`)
+        const per = CONNECTIONS / instances
+        process.stdout.write(`  pg, ${instances} instance(s): logging in ${CONNECTIONS * (WARMUP > 0 ? 2 : 1)} sessions\n`)
+        const pools = await Promise.all(servers.map(async (s) => ({ warmup: WARMUP > 0 ? await provisionSessions(s.base, per) : [], measure: await provisionSessions(s.base, per) })))
+        const stats = servers.map(() => ({ warmup: { chained: 0, repeated: 0 }, measure: { chained: 0, repeated: 0 } }))
+        const run = async (phase, duration) => await Promise.all(servers.map(async (s, i) => await cannon(chainedRefresh(`${s.base}/token`, pools[i][phase], per, duration, stats[i][phase]))))
+        if (WARMUP > 0) {
+          process.stdout.write(`  pg, ${instances} instance(s): warm-up ${WARMUP} s\n`)
+          await run('warmup', WARMUP)
+        }
+        process.stdout.write(`  pg, ${instances} instance(s): measuring ${DURATION} s\n`)
+        const before = servers.map((s) => cpuTicks(s.child.pid))
+        const parts = await run('measure', DURATION)
+        const after = servers.map((s) => cpuTicks(s.child.pid))
+        const sum = (f) => parts.reduce((a, x) => a + f(x), 0)
+        const r = {
+          instances,
+          requests_per_s: sum((x) => x.requests_per_s),
+          // The slower half's percentiles: what a client of either instance sees at worst.
+          latency_ms: { mean: sum((x) => x.latency_ms.mean * x.total) / Math.max(1, sum((x) => x.total)), p50: Math.max(...parts.map((x) => x.latency_ms.p50)), p99: Math.max(...parts.map((x) => x.latency_ms.p99)) },
+          total: sum((x) => x.total),
+          ok_2xx: sum((x) => x.ok_2xx),
+          non_2xx: sum((x) => x.non_2xx),
+          status_codes: parts.reduce((acc, x) => { for (const [k, v] of Object.entries(x.status_codes)) acc[k] = (acc[k] ?? 0) + v; return acc }, {}),
+          errors: sum((x) => x.errors),
+          timeouts: sum((x) => x.timeouts),
+          connections: CONNECTIONS,
+          chained_responses: stats.reduce((a, x) => a + x.measure.chained, 0),
+          repeated_tokens: stats.reduce((a, x) => a + x.warmup.repeated + x.measure.repeated, 0)
+        }
+        const ticks = before.every((b) => b !== undefined) && after.every((a) => a !== undefined) ? after.reduce((a, x, i) => a + x - before[i], 0) : undefined
+        r.server_cpu_us_per_request = ticks === undefined || r.total === 0 ? undefined : (ticks * 1e6) / CLK_TCK / r.total
+        out[instances === 1 ? 'one' : 'two'] = r
+      } finally {
+        for (const s of servers) await stop(s.child)
+      }
+      out[instances === 1 ? 'one' : 'two'].server_events = await countEvents(database)
+    }
+  } finally {
+    if (cluster !== undefined) cluster.stop()
+    else {
+      const c = new pg.Client({ connectionString: admin })
+      await c.connect()
+      for (const name of databases) await c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`)
+      await c.end()
+    }
+  }
+  return out
 }
 
 async function benchPrimitives (dir) {
@@ -492,6 +591,8 @@ function report (r) {
     console.log(`RSS, MiB: H ${rss(r.hello, 'before')} idle, ${rss(r.hello, 'after')} after load; Tokenline ${f0(r.rss_idle_mib)} idle (goal <= H + 40), ${rss(r.refresh, 'before')} after the logins that set up the run, ${rss(r.refresh, 'after')} after the refresh load` +
       (r.password === undefined ? '' : `, ${rss(r.password, 'before')} before the password storm, ${rss(r.password, 'after')} at its end, ${rss(r.password, 'settled')} 5 s later (goal within 10% of before)`))
   }
+  if (r.ratios.pg_over_sqlite !== undefined) console.log(`refresh on PostgreSQL / on SQLite = ${r.ratios.pg_over_sqlite.toFixed(2)}   (PostgreSQL / H = ${f2(r.ratios.pg_over_h)}; server CPU per refresh ${f0(r.postgres.one.server_cpu_us_per_request)} µs, PostgreSQL's own not counted)`)
+  if (r.ratios.pg_two_over_one !== undefined) console.log(`two instances / one on PostgreSQL = ${r.ratios.pg_two_over_one.toFixed(2)}   (on this 2-core box the instances, PostgreSQL and the load generator share the cores)`)
   if (r.ratios.cpu_h_over_refresh !== undefined) console.log(`server CPU per request, H / refresh = ${r.ratios.cpu_h_over_refresh.toFixed(3)}   (the same ratio by CPU cost; steadier on a busy box)`)
   const p = r.primitives
   if (p !== undefined) {
@@ -535,6 +636,7 @@ async function main () {
     if (ONLY.has('refresh') || ONLY.has('password')) Object.assign(results, await benchTokenline(dir))
     if (ONLY.has('peer')) results.peer = await benchPeer(dir)
     if (ONLY.has('refresh') && SEEDED > 0) results.refresh_seeded = (await benchTokenline(dir, SEEDED)).refresh
+    if (ONLY.has('pg')) results.postgres = await benchPostgres()
   } finally {
     rmSync(dir, { recursive: true, force: true })
   }
@@ -552,7 +654,10 @@ async function main () {
     refresh_ceiling: ceiling,
     refresh_composition: ratio(results.refresh?.requests_per_s, ceiling),
     password_over_a1: ratio(results.password?.requests_per_s, p?.argon2.ops_per_s_k1),
-    cpu_h_over_refresh: ratio(results.hello?.server_cpu_us_per_request, results.refresh?.server_cpu_us_per_request)
+    cpu_h_over_refresh: ratio(results.hello?.server_cpu_us_per_request, results.refresh?.server_cpu_us_per_request),
+    pg_over_sqlite: ratio(results.postgres?.one?.requests_per_s, results.refresh?.requests_per_s),
+    pg_two_over_one: ratio(results.postgres?.two?.requests_per_s, results.postgres?.one?.requests_per_s),
+    pg_over_h: ratio(results.postgres?.one?.requests_per_s, h)
   }
   report(results)
 
@@ -563,7 +668,7 @@ async function main () {
 
   // A correct run has no failed request anywhere; a broken chain shows as 400 invalid_grant here.
   const problems = []
-  for (const [name, x] of [['H', results.hello], ['refresh', results.refresh], ['peer', results.peer], ['password', results.password], ['refresh (seeded)', results.refresh_seeded]]) {
+  for (const [name, x] of [['H', results.hello], ['refresh', results.refresh], ['peer', results.peer], ['password', results.password], ['refresh (seeded)', results.refresh_seeded], ['refresh (PostgreSQL)', results.postgres?.one], ['refresh (PostgreSQL, 2 instances)', results.postgres?.two]]) {
     if (x === undefined) continue
     // A 503 from the argon2 gate is the password grant shedding load as designed (a waiter waited
     // longer than TOKENLINE_ARGON2_QUEUE_WAIT): worth a warning, not a failure.

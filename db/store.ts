@@ -362,6 +362,7 @@ export interface Store {
   /**
    * Counts one request against the budget `key`, atomically across every process on the database:
    * a window of `windowMs` opens at the first hit after the previous one ended. Returns the count.
+   * Keeps the storage bounded: a few budgets whose window ended long ago are deleted along the way.
    */
   hitBudget: (key: string, windowMs: number, now: number) => Promise<BudgetCount>
   /** The budget's current window, without counting; `{ count: 0, resetAt: 0 }` when none is open at `now`. */

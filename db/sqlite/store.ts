@@ -1,5 +1,5 @@
 import type {
-  Client, LoginFailures, NewSession, NewSigningKey, PruneResult, PublicSigningKey, RefreshInput, RefreshResult, RefreshState,
+  BudgetCount, Client, LoginFailures, NewSession, NewSigningKey, PruneResult, PublicSigningKey, RefreshInput, RefreshResult, RefreshState,
   RefreshTokenRecord, RefreshVerdict, SecurityEvent, Session, SessionView, SigningKey, Store, StoredSecurityEvent, User
 } from '../store.js'
 import { StoreError } from '../store.js'
@@ -106,6 +106,17 @@ interface LoginFailureRow {
   locked_until: number
   updated_at: number
 }
+
+interface BudgetRow {
+  count: number
+  reset_at: number
+}
+
+/**
+ * A budget's row is deleted once its window has been over for this long (ms). Any ended window counts
+ * nothing already; the margin only keeps a process whose clock runs behind from seeing its window cut short.
+ */
+export const BUDGET_STALE_MS = 60_000
 
 const toUser = (r: UserRow): User => ({
   id: r.id,
@@ -270,7 +281,19 @@ export function createStore (db: DB): Store {
     // A few stale rows per failure keep the table bounded without a janitor of its own.
     forgetLoginFailures: db.prepare(`DELETE FROM login_failures WHERE (username, source) IN
       (SELECT username, source FROM login_failures WHERE updated_at < ? AND locked_until < ? ORDER BY updated_at LIMIT 16)`),
-    deviceKnown: db.prepare<[string, string], { ok: number }>('SELECT 1 AS ok FROM sessions WHERE user_id = ? AND device_id = ? LIMIT 1')
+    deviceKnown: db.prepare<[string, string], { ok: number }>('SELECT 1 AS ok FROM sessions WHERE user_id = ? AND device_id = ? LIMIT 1'),
+
+    // One statement: the read of the old window and the write of the new count happen under one write
+    // lock, so hits from any number of processes are each counted once. SET sees the row as it was.
+    hitBudget: db.prepare<{ key: string, windowMs: number, now: number }, BudgetRow>(`INSERT INTO budgets (key, count, reset_at) VALUES (@key, 1, @now + @windowMs)
+      ON CONFLICT (key) DO UPDATE SET
+        count = CASE WHEN @now >= reset_at THEN 1 ELSE count + 1 END,
+        reset_at = CASE WHEN @now >= reset_at THEN excluded.reset_at ELSE reset_at END
+      RETURNING count, reset_at`),
+    peekBudget: db.prepare<[string, number], BudgetRow>('SELECT count, reset_at FROM budgets WHERE key = ? AND reset_at > ?'),
+    // A few stale rows per hit keep the table bounded whatever the janitor's interval (0 disables it):
+    // only hits add rows, and each one deletes up to 16 old ones.
+    forgetBudgets: db.prepare('DELETE FROM budgets WHERE key IN (SELECT key FROM budgets WHERE reset_at < ? ORDER BY reset_at LIMIT 16)')
   }
 
   /** Inserts events; only ever called inside a transaction that writes what they describe. */
@@ -418,6 +441,13 @@ export function createStore (db: DB): Store {
       return { sessions: ids.length, tokens }
     }),
 
+    // Immediate, like every write: the prune and the count share one lock and one commit.
+    hitBudget: db.transaction((key: string, windowMs: number, now: number): BudgetCount => {
+      q.forgetBudgets.run(now - BUDGET_STALE_MS)
+      const row = q.hitBudget.get({ key, windowMs, now }) as BudgetRow
+      return { count: row.count, resetAt: row.reset_at }
+    }),
+
     recordLoginFailure: db.transaction((input: Parameters<Store['recordLoginFailure']>[0]): LoginFailures => {
       q.forgetLoginFailures.run(input.forgetBefore, input.now)
       const prev = maybe(q.loginFailure.get(input.username, input.source), toLoginFailures)
@@ -550,8 +580,11 @@ export function createStore (db: DB): Store {
     },
     async lineage (sessionId) { return q.lineage.all(sessionId).map(toToken) },
 
-    async hitBudget () { throw new Error('not implemented yet') },
-    async peekBudget () { throw new Error('not implemented yet') },
+    async hitBudget (key, windowMs, now) { return tx.hitBudget.immediate(key, windowMs, now) },
+    async peekBudget (key, now) {
+      const row = q.peekBudget.get(key, now)
+      return row === undefined ? { count: 0, resetAt: 0 } : { count: row.count, resetAt: row.reset_at }
+    },
 
     async isEmpty () { throw new Error('not implemented yet') },
     exportRows () { throw new Error('not implemented yet') },

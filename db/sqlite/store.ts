@@ -291,8 +291,7 @@ export function createStore (db: DB): Store {
         reset_at = CASE WHEN @now >= reset_at THEN excluded.reset_at ELSE reset_at END
       RETURNING count, reset_at`),
     peekBudget: db.prepare<[string, number], BudgetRow>('SELECT count, reset_at FROM budgets WHERE key = ? AND reset_at > ?'),
-    // A few stale rows per hit keep the table bounded whatever the janitor's interval (0 disables it):
-    // only hits add rows, and each one deletes up to 16 old ones.
+    // Pruned per hit, not by the janitor: only hits add rows, and this bounds them whatever janitorInterval is (0 disables it).
     forgetBudgets: db.prepare('DELETE FROM budgets WHERE key IN (SELECT key FROM budgets WHERE reset_at < ? ORDER BY reset_at LIMIT 16)')
   }
 

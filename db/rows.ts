@@ -1,4 +1,4 @@
-import type { Client, LoginFailures, PublicSigningKey, RefreshTokenRecord, Session, SessionView, SigningKey, StoredSecurityEvent, User } from './store.js'
+import type { BudgetCount, Client, LoginFailures, PublicSigningKey, RefreshTokenRecord, Session, SessionView, SigningKey, StoredSecurityEvent, User } from './store.js'
 
 /*
  * The tables' rows as both engines return them (the schema's snake_case names; BLOB/BYTEA as Buffer,
@@ -98,6 +98,11 @@ export interface LoginFailureRow {
   updated_at: number
 }
 
+export interface BudgetRow {
+  count: number
+  reset_at: number
+}
+
 export const toUser = (r: UserRow): User => ({
   id: r.id,
   username: r.username,
@@ -187,3 +192,5 @@ export const toLoginFailures = (r: LoginFailureRow): LoginFailures => ({
 })
 
 export const maybe = <R, T>(row: R | undefined, map: (r: R) => T): T | undefined => (row === undefined ? undefined : map(row))
+
+export const toBudget = (r: BudgetRow): BudgetCount => ({ count: r.count, resetAt: r.reset_at })

@@ -250,6 +250,12 @@ export interface BudgetCount {
   resetAt: number
 }
 
+/**
+ * A budget's row is deleted once its window has been over for this long (ms). Any ended window counts
+ * nothing already; the margin only keeps a process whose clock runs behind from seeing its window cut short.
+ */
+export const BUDGET_STALE_MS = 60_000
+
 /** One table's rows, for `tokenline copy` (in this order: a row only refers to rows of earlier kinds). */
 export type CopyBatch =
   | { kind: 'users', rows: User[] }
@@ -362,6 +368,7 @@ export interface Store {
   /**
    * Counts one request against the budget `key`, atomically across every process on the database:
    * a window of `windowMs` opens at the first hit after the previous one ended. Returns the count.
+   * Keeps the storage bounded: a few budgets whose window ended long ago are deleted along the way.
    */
   hitBudget: (key: string, windowMs: number, now: number) => Promise<BudgetCount>
   /** The budget's current window, without counting; `{ count: 0, resetAt: 0 }` when none is open at `now`. */

@@ -111,7 +111,7 @@ const tokenline: FastifyPluginAsync<TokenlinePluginOptions> = async (fastify, ra
     await child.register(async (tokenScope: FastifyInstance) => {
       tokenScope.addHook('onSend', noStore)
       // Per-IP budgets (RFC 6749 §4.3.2) on every route of the token endpoint.
-      await registerThrottles(tokenScope, tl)
+      registerThrottles(tokenScope, tl)
       tokenRoute(tokenScope, tl)
       // Under /token: the refresh cookie (Path=/token) reaches them, and so do the no-store headers.
       revokeRoute(tokenScope, tl)

@@ -1,9 +1,9 @@
 import type pg from 'pg'
 import type { CopyBatch, LoginFailures, RefreshInput, RefreshResult, RefreshState, RefreshVerdict, SecurityEvent, Store } from '../store.js'
-import { StoreError } from '../store.js'
+import { BUDGET_STALE_MS, StoreError } from '../store.js'
 import {
-  maybe, toClient, toEvent, toKey, toLoginFailures, toPublicKey, toSession, toSessionView, toToken, toUser,
-  type ClientRow, type EventRow, type KeyRow, type LoginFailureRow, type PublicKeyRow, type SessionRow, type SessionViewRow, type TokenRow, type UserRow
+  maybe, toBudget, toClient, toEvent, toKey, toLoginFailures, toPublicKey, toSession, toSessionView, toToken, toUser,
+  type BudgetRow, type ClientRow, type EventRow, type KeyRow, type LoginFailureRow, type PublicKeyRow, type SessionRow, type SessionViewRow, type TokenRow, type UserRow
 } from '../rows.js'
 import { createPool, describeUrl, isRetryable, isTransient, latestPostgresMigration, migrate, schemaVersion, type PoolOptions } from './database.js'
 
@@ -392,19 +392,22 @@ export function createPostgresStore (pool: pg.Pool): Store {
 
     async hitBudget (key, windowMs, now) {
       // One statement: concurrent hits on any instance queue on the row and each sees the other's count.
+      // Pruned per hit, like SQLite's: a few rows whose window ended long ago (SKIP LOCKED: never waits).
       const { rows } = await query({
         name: 'tokenline_hit_budget',
-        text: `INSERT INTO budgets (key, count, reset_at) VALUES ($1, 1, $2::bigint + $3::bigint)
+        text: `WITH f AS (DELETE FROM budgets WHERE key IN
+            (SELECT key FROM budgets WHERE reset_at < $4 AND key <> $1 ORDER BY reset_at LIMIT 16 FOR UPDATE SKIP LOCKED))
+          INSERT INTO budgets (key, count, reset_at) VALUES ($1, 1, $2::bigint + $3::bigint)
           ON CONFLICT (key) DO UPDATE SET
             count = CASE WHEN budgets.reset_at <= $2 THEN 1 ELSE budgets.count + 1 END,
             reset_at = CASE WHEN budgets.reset_at <= $2 THEN $2::bigint + $3::bigint ELSE budgets.reset_at END
           RETURNING count, reset_at`
-      }, [key, now, windowMs])
-      return { count: rows[0].count, resetAt: rows[0].reset_at }
+      }, [key, now, windowMs, now - BUDGET_STALE_MS])
+      return toBudget(rows[0] as BudgetRow)
     },
     async peekBudget (key, now) {
       const { rows } = await query({ name: 'tokenline_peek_budget', text: 'SELECT count, reset_at FROM budgets WHERE key = $1 AND reset_at > $2' }, [key, now])
-      return rows.length === 0 ? { count: 0, resetAt: 0 } : { count: rows[0].count, resetAt: rows[0].reset_at }
+      return maybe(rows[0] as BudgetRow | undefined, toBudget) ?? { count: 0, resetAt: 0 }
     },
 
     async recordEvents (events, now) { await record(query, events, now) },

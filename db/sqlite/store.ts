@@ -1,11 +1,11 @@
 import type {
-  LoginFailures, NewSession, NewSigningKey, PruneResult, PublicSigningKey, RefreshInput, RefreshResult, RefreshState, RefreshVerdict, SecurityEvent, Store
+  BudgetCount, LoginFailures, NewSession, NewSigningKey, PruneResult, PublicSigningKey, RefreshInput, RefreshResult, RefreshState, RefreshVerdict, SecurityEvent, Store
 } from '../store.js'
-import { StoreError } from '../store.js'
+import { BUDGET_STALE_MS, StoreError } from '../store.js'
 import { latestMigration, type DB } from './database.js'
 import {
-  maybe, toClient, toEvent, toKey, toLoginFailures, toPublicKey, toSession, toSessionView, toToken, toUser,
-  type ClientRow, type EventRow, type KeyRow, type LoginFailureRow, type PublicKeyRow, type SessionRow, type SessionViewRow, type TokenRow, type UserRow
+  maybe, toBudget, toClient, toEvent, toKey, toLoginFailures, toPublicKey, toSession, toSessionView, toToken, toUser,
+  type BudgetRow, type ClientRow, type EventRow, type KeyRow, type LoginFailureRow, type PublicKeyRow, type SessionRow, type SessionViewRow, type TokenRow, type UserRow
 } from '../rows.js'
 
 /*
@@ -92,7 +92,18 @@ export function createStore (db: DB): Store {
     // A few stale rows per failure keep the table bounded without a janitor of its own.
     forgetLoginFailures: db.prepare(`DELETE FROM login_failures WHERE (username, source) IN
       (SELECT username, source FROM login_failures WHERE updated_at < ? AND locked_until < ? ORDER BY updated_at LIMIT 16)`),
-    deviceKnown: db.prepare<[string, string], { ok: number }>('SELECT 1 AS ok FROM sessions WHERE user_id = ? AND device_id = ? LIMIT 1')
+    deviceKnown: db.prepare<[string, string], { ok: number }>('SELECT 1 AS ok FROM sessions WHERE user_id = ? AND device_id = ? LIMIT 1'),
+
+    // One statement: the read of the old window and the write of the new count happen under one write
+    // lock, so hits from any number of processes are each counted once. SET sees the row as it was.
+    hitBudget: db.prepare<{ key: string, windowMs: number, now: number }, BudgetRow>(`INSERT INTO budgets (key, count, reset_at) VALUES (@key, 1, @now + @windowMs)
+      ON CONFLICT (key) DO UPDATE SET
+        count = CASE WHEN @now >= reset_at THEN 1 ELSE count + 1 END,
+        reset_at = CASE WHEN @now >= reset_at THEN excluded.reset_at ELSE reset_at END
+      RETURNING count, reset_at`),
+    peekBudget: db.prepare<[string, number], BudgetRow>('SELECT count, reset_at FROM budgets WHERE key = ? AND reset_at > ?'),
+    // Pruned per hit, not by the janitor: only hits add rows, and this bounds them whatever janitorInterval is (0 disables it).
+    forgetBudgets: db.prepare('DELETE FROM budgets WHERE key IN (SELECT key FROM budgets WHERE reset_at < ? ORDER BY reset_at LIMIT 16)')
   }
 
   /** Inserts events; only ever called inside a transaction that writes what they describe. */
@@ -240,6 +251,12 @@ export function createStore (db: DB): Store {
       return { sessions: ids.length, tokens }
     }),
 
+    // Immediate, like every write: the prune and the count share one lock and one commit.
+    hitBudget: db.transaction((key: string, windowMs: number, now: number): BudgetCount => {
+      q.forgetBudgets.run(now - BUDGET_STALE_MS)
+      return toBudget(q.hitBudget.get({ key, windowMs, now }) as BudgetRow)
+    }),
+
     recordLoginFailure: db.transaction((input: Parameters<Store['recordLoginFailure']>[0]): LoginFailures => {
       q.forgetLoginFailures.run(input.forgetBefore, input.now)
       const prev = maybe(q.loginFailure.get(input.username, input.source), toLoginFailures)
@@ -372,8 +389,10 @@ export function createStore (db: DB): Store {
     },
     async lineage (sessionId) { return q.lineage.all(sessionId).map(toToken) },
 
-    async hitBudget () { throw new Error('not implemented yet') },
-    async peekBudget () { throw new Error('not implemented yet') },
+    async hitBudget (key, windowMs, now) { return tx.hitBudget.immediate(key, windowMs, now) },
+    async peekBudget (key, now) {
+      return maybe(q.peekBudget.get(key, now), toBudget) ?? { count: 0, resetAt: 0 }
+    },
 
     async isEmpty () { throw new Error('not implemented yet') },
     exportRows () { throw new Error('not implemented yet') },

@@ -1,4 +1,3 @@
-import rateLimit from '@fastify/rate-limit'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { isIPv6 } from 'node:net'
 import type { SecurityEvent } from '../../db/store.js'
@@ -10,75 +9,27 @@ import { ipPrefix } from '../security/fingerprint.js'
 import { clientIp } from './request-meta.js'
 
 /*
- * Per-IP throttling of the token endpoint (RFC 6749 §4.3.2 MUST, RFC 6819 §4.4.3.6, RFC 6585 §4 for 429).
- * Two budgets, both keyed on the client address (`request.ip`: the socket, unless the host configured
- * a trusted proxy, so a made-up X-Forwarded-For changes nothing), both counted by @fastify/rate-limit's
- * `createRateLimit`:
+ * Per-address throttling of the token endpoint (RFC 6749 §4.3.2 MUST, RFC 6819 §4.4.3.6, RFC 6585 §4 for
+ * 429). Two fixed-window budgets, both keyed on the client address (`request.ip`: the socket, unless the
+ * host configured a trusted proxy, so a made-up X-Forwarded-For changes nothing; IPv6 per /64):
  *
- * - password grants, every attempt counted (a guess that happens to be right costs the same);
+ * - password grants, every attempt counted (a guess that happens to be right costs the same, and so
+ *   does a refused one);
  * - failed requests of every other kind. Only failures are counted, once the outcome is known, so a
  *   busy SPA or a benchmark refreshing thousands of times a minute never spends it: the budget is read
- *   without counting (`increment: false`) before the request, and counted after it, once it failed.
+ *   without counting before the request (one indexed read, the whole cost of the budget to a successful
+ *   refresh), and counted after it, once it failed.
  *
- * If the host registered @fastify/rate-limit first, `createRateLimit` is the host's, with the host's
- * store and defaults (the store must read without counting, as 11.x's built-in ones do); the key,
- * limits and windows are always given here, so they stay Tokenline's.
+ * The counts are kept in the database (`Store.hitBudget` and `peekBudget`, keyed `password:<address>`
+ * and `failures:<address>`), so every process on the database shares one budget per address: running
+ * N processes does not hand an attacker N budgets, and a restart forgets nothing. Each hit is counted
+ * atomically and sees its own count, so exactly one request per address and window, in whichever
+ * process, records the `throttled` event: the failure that spends the failures budget, or the first
+ * password grant over the password budget.
  *
- * Counters live in memory: a restart forgets them, which is fine for a one-minute window. The
- * per-account counter, which must survive restarts, is in SQLite (server/security/lockout.ts).
+ * Windows follow Tokenline's clock (`opts.now`), which tests move instead of sleeping. A host's own
+ * @fastify/rate-limit, if it registered one, neither replaces nor counts these budgets.
  */
-
-/** Addresses remembered per budget; the least recently seen are forgotten first. ~100 bytes each. */
-const CAPACITY = 50_000
-
-interface Entry { count: number, start: number, window: number }
-
-type Result = (err: Error | null, result?: { current: number, ttl: number }) => void
-
-/**
- * Hand-written because @fastify/rate-limit's own store reads `Date.now()`, not Tokenline's clock.
- * A fixed-window counter per key, bounded in size; `incr`, `read` and `child` make it a store for the
- * plugin, and tests move its clock instead of sleeping.
- */
-export class ClockStore {
-  readonly #now: () => number
-  readonly #entries = new Map<string, Entry>()
-
-  constructor (now: () => number) {
-    this.#now = now
-  }
-
-  /** Counts one hit; returns the count in the current window and when that window ends (ms). */
-  hit (key: string, windowMs: number): { count: number, resetAt: number } {
-    const now = this.#now()
-    let e = this.#entries.get(key)
-    if (e === undefined || now >= e.start + e.window) e = { count: 0, start: now, window: windowMs }
-    e.count++
-    // Re-inserting keeps the Map in least-recently-used order: the first key is the stalest.
-    this.#entries.delete(key)
-    this.#entries.set(key, e)
-    if (this.#entries.size > CAPACITY) this.#entries.delete(this.#entries.keys().next().value as string)
-    return { count: e.count, resetAt: e.start + e.window }
-  }
-
-  /** @fastify/rate-limit store interface: count one request. */
-  incr (key: string, cb: Result, timeWindow = 60_000): void {
-    const { count, resetAt } = this.hit(key, timeWindow)
-    cb(null, { current: count, ttl: resetAt - this.#now() })
-  }
-
-  /** @fastify/rate-limit store interface: the current window's count, without counting (`increment: false`). */
-  read (key: string, cb: Result): void {
-    const e = this.#entries.get(key)
-    const now = this.#now()
-    if (e === undefined || now >= e.start + e.window) cb(null, { current: 0, ttl: 0 })
-    else cb(null, { current: e.count, ttl: e.start + e.window - now })
-  }
-
-  child (): ClockStore {
-    return new ClockStore(this.#now)
-  }
-}
 
 /** The throttling key of a request: its address, or its /64 for IPv6 (one subscriber gets a whole /64). */
 export function addressKey (request: FastifyRequest): string {
@@ -100,7 +51,7 @@ const isPasswordGrant = (request: FastifyRequest): boolean =>
  * registered. Records one `throttled` event per address per window, not one per refused request
  * (which would let a flood write to the database at will).
  */
-export async function registerThrottles (scope: FastifyInstance, tl: Tokenline): Promise<void> {
+export function registerThrottles (scope: FastifyInstance, tl: Tokenline): void {
   const { throttlePassword, throttlePasswordWindow, throttleFailures, throttleFailuresWindow, now } = tl.opts
   if (throttlePassword === 0 && throttleFailures === 0) return
 
@@ -110,41 +61,35 @@ export async function registerThrottles (scope: FastifyInstance, tl: Tokenline):
     logEvents(tl, request.log, events)
   }
 
-  const Store = class extends ClockStore { constructor () { super(now) } }
-  await scope.register(rateLimit, { global: false, store: Store, keyGenerator: addressKey })
-  // The key is given here too: if the host registered @fastify/rate-limit first, `createRateLimit`
-  // is the host's, with the host's defaults. Each limiter gets a store of its own (`child`).
-  const limiter = (max: number, windowS: number): ReturnType<FastifyInstance['createRateLimit']> =>
-    scope.createRateLimit({ max, timeWindow: windowS * 1000, keyGenerator: addressKey })
-
   if (throttleFailures > 0) {
-    const failures = limiter(throttleFailures, throttleFailuresWindow)
+    const windowMs = throttleFailuresWindow * 1000
     scope.addHook('onRequest', async (request: FastifyRequest) => {
-      const r = await failures(request, { increment: false })
-      if (!r.isAllowed && r.remaining === 0) throw throttled(r.ttl)
+      const at = now()
+      const b = await tl.store.peekBudget(`failures:${addressKey(request)}`, at)
+      if (b.count >= throttleFailures) throw throttled(b.resetAt - at)
     })
     // onSend, not onResponse: the failure is counted before the caller can read it and try again.
     scope.addHook('onSend', async (request: FastifyRequest, reply: FastifyReply) => {
       const status = reply.statusCode
       // 429 and 503 are our own refusals, not the caller's failures; password grants have their own budget.
       if (status < 400 || status === 429 || status === 503 || isPasswordGrant(request)) return
-      const r = await failures(request)
-      // Exactly one failure per window leaves nothing remaining without exceeding: the one that spends it.
-      if (!r.isAllowed && r.remaining === 0 && !r.isExceeded) await report(request, 'failures', throttleFailures, throttleFailuresWindow)
+      const b = await tl.store.hitBudget(`failures:${addressKey(request)}`, windowMs, now())
+      // The failure that spends the budget; later ones are refused before they can fail (unless in flight).
+      if (b.count === throttleFailures) await report(request, 'failures', throttleFailures, throttleFailuresWindow)
     })
   }
 
   if (throttlePassword > 0) {
-    const attempt = limiter(throttlePassword, throttlePasswordWindow)
-    // Which addresses were already reported in their current window.
-    const reported = new ClockStore(now)
+    const windowMs = throttlePasswordWindow * 1000
     // preHandler: the body is parsed by now, so only password grants are counted.
     scope.addHook('preHandler', async (request: FastifyRequest) => {
       if (!isPasswordGrant(request)) return
-      const r = await attempt(request)
-      if (r.isAllowed || !r.isExceeded) return
-      if (reported.hit(r.key, r.ttl).count === 1) await report(request, 'password', throttlePassword, throttlePasswordWindow)
-      throw throttled(r.ttl)
+      const at = now()
+      const b = await tl.store.hitBudget(`password:${addressKey(request)}`, windowMs, at)
+      if (b.count <= throttlePassword) return
+      // The first attempt over the budget in this window, whichever process it reached.
+      if (b.count === throttlePassword + 1) await report(request, 'password', throttlePassword, throttlePasswordWindow)
+      throw throttled(b.resetAt - at)
     })
   }
 }

@@ -8,7 +8,9 @@ import { BUDGET_STALE_MS } from '../db/store.js'
 import type { Store } from '../db/store.js'
 import tokenline from '../server/plugin.js'
 import { createPasswords } from '../server/security/passwords.js'
+import { openStore as openAnyStore } from '../db/open.js'
 import { build, CHEAP_ARGON2, PASSWORD, requestsTo } from './helpers.js'
+import { sharedPostgres, skipWithoutPostgres } from './postgres.js'
 import { mapLimit, sendForm, startFixture, tempDir, type Fixture } from './processes.js'
 
 /*
@@ -16,7 +18,8 @@ import { mapLimit, sendForm, startFixture, tempDir, type Fixture } from './proce
  * so every process on it shares them. First the store's two methods on their own, with an injected
  * `now`; then Tokenline apps sharing one file in this process, on the test clock; then real server
  * processes (test/fixtures/server-process.mjs with TOKENLINE_TEST_THROTTLE) on one SQLite file, over
- * real sockets, where a budget spent at one process is spent at the other.
+ * real sockets, where a budget spent at one process is spent at the other — and the same with the
+ * processes on one PostgreSQL database, as instances on several hosts would be.
  */
 
 const T0 = Date.UTC(2026, 0, 1)
@@ -125,15 +128,37 @@ t.test('two apps on one database file share the budgets, on the test clock', asy
   t.same(events.map((e) => [e.reason, e.ip]).sort(), [['failures', from.ip], ['password', from.ip]], 'one throttled event per budget and window, not one per app')
 })
 
-/** A fresh database with user alice and the public body client `cli`, as the processes will find it. */
-async function seed (t: Test): Promise<string> {
-  const { store, file } = openStore(t)
+/** A fresh database (a SQLite file, or a PostgreSQL database) with user alice and the public body client `cli`. */
+async function seed (t: Test, engine: Engine): Promise<string | undefined> {
+  const database = engine === 'sqlite' ? join(tempDir(t), 'tokenline.db') : await postgresDatabase(t)
+  if (database === undefined) return undefined
+  const store = await openAnyStore(database, { pgPoolSize: 2, pgStatementTimeoutMs: 5000 })
   const now = Date.now()
   await store.createUser({ id: 'alice-id', username: 'alice', passwordHash: await createPasswords(CHEAP_ARGON2).hash(PASSWORD), now })
   await store.createClient({ id: 'cli', secretDigest: null, delivery: 'body', grants: 'password refresh_token', scopes: '', origins: '', accessTtl: null, idleTtl: null, sessionTtl: null, now })
   await store.close()
-  return file
+  return database
 }
+
+/** What the database holds, through the store: a budget's count now, and the throttled events. */
+async function inDatabase (database: string, key: string): Promise<{ count: number, throttled: Array<{ reason: string | null, ip: string | null }> }> {
+  const store = await openAnyStore(database, { pgPoolSize: 1, pgStatementTimeoutMs: 5000 })
+  try {
+    const { count } = await store.peekBudget(key, Date.now())
+    const throttled = (await store.listEvents({})).filter((e) => e.type === 'throttled').map((e) => ({ reason: e.reason, ip: e.ip }))
+    return { count, throttled }
+  } finally {
+    await store.close()
+  }
+}
+
+async function postgresDatabase (t: Test): Promise<string | undefined> {
+  const server = await sharedPostgres()
+  if (server === undefined) skipWithoutPostgres(t)
+  return await server?.database(t)
+}
+
+type Engine = 'sqlite' | 'postgres'
 
 interface Reply { status: number, headers: Record<string, string>, body: { refresh_token?: string, error?: string, reason?: string } }
 
@@ -145,61 +170,63 @@ async function post (proc: Fixture, params: Record<string, string>): Promise<Rep
   return { status: res.status, headers, body: await res.json() as Reply['body'] }
 }
 
-/** Both fixtures on one file, with both budgets at `budget` requests per hour. */
-async function twoProcesses (t: Test, budget: number): Promise<{ a: Fixture, b: Fixture, dbFile: string }> {
-  const dbFile = await seed(t)
+/** Both fixtures on one database, with both budgets at `budget` requests per hour. */
+async function twoProcesses (t: Test, budget: number, engine: Engine): Promise<{ a: Fixture, b: Fixture, database: string } | undefined> {
+  const database = await seed(t, engine)
+  if (database === undefined) return undefined
   const env = { TOKENLINE_TEST_THROTTLE: String(budget) }
-  const [a, b] = await Promise.all([startFixture(t, dbFile, { env }), startFixture(t, dbFile, { env })])
-  return { a: a as Fixture, b: b as Fixture, dbFile }
+  const [a, b] = await Promise.all([startFixture(t, database, { env }), startFixture(t, database, { env })])
+  return { a: a as Fixture, b: b as Fixture, database }
 }
 
 const BUDGET = 10
 
-t.test('two server processes on one file: failures spent at A are spent at B', async (t) => {
-  const { a, b, dbFile } = await twoProcesses(t, BUDGET)
-  const garbage = (i: number): Record<string, string> => ({ grant_type: 'refresh_token', client_id: 'cli', refresh_token: `tlrt_guess_${i}` })
+for (const engine of ['sqlite', 'postgres'] as const) {
+  t.test(`two server processes on one ${engine} database: failures spent at A are spent at B`, async (t) => {
+    const procs = await twoProcesses(t, BUDGET, engine)
+    if (procs === undefined) return
+    const { a, b, database } = procs
+    const garbage = (i: number): Record<string, string> => ({ grant_type: 'refresh_token', client_id: 'cli', refresh_token: `tlrt_guess_${i}` })
 
-  // Before: B serves this address normally.
-  const login = await post(b, { grant_type: 'password', client_id: 'cli', username: 'alice', password: PASSWORD })
-  t.equal(login.status, 200, 'B: a login')
-  const refreshed = await post(b, { grant_type: 'refresh_token', client_id: 'cli', refresh_token: login.body.refresh_token as string })
-  t.equal(refreshed.status, 200, 'B: a refresh')
-  t.equal((await post(b, garbage(0))).status, 400, 'B: an unknown refresh token is an ordinary 400')
+    // Before: B serves this address normally.
+    const login = await post(b, { grant_type: 'password', client_id: 'cli', username: 'alice', password: PASSWORD })
+    t.equal(login.status, 200, 'B: a login')
+    const refreshed = await post(b, { grant_type: 'refresh_token', client_id: 'cli', refresh_token: login.body.refresh_token as string })
+    t.equal(refreshed.status, 200, 'B: a refresh')
+    t.equal((await post(b, garbage(0))).status, 400, 'B: an unknown refresh token is an ordinary 400')
 
-  // A spends the rest of the budget, the failures in parallel, each on a connection of its own.
-  const spent = await Promise.all(Array.from({ length: BUDGET - 1 }, async (_, i) => {
-    const o = await sendForm(`${a.url}/token`, garbage(i + 1)).outcome
-    return o.kind === 'response' ? o.status : o.error
-  }))
-  t.same(spent, Array(BUDGET - 1).fill(400), `A: ${BUDGET - 1} parallel failures, all evaluated`)
-  t.same(rows(dbFile)['failures:127.0.0.1']?.count, BUDGET, 'every failure of both processes was counted once')
+    // A spends the rest of the budget, the failures in parallel, each on a connection of its own.
+    const spent = await Promise.all(Array.from({ length: BUDGET - 1 }, async (_, i) => {
+      const o = await sendForm(`${a.url}/token`, garbage(i + 1)).outcome
+      return o.kind === 'response' ? o.status : o.error
+    }))
+    t.same(spent, Array(BUDGET - 1).fill(400), `A: ${BUDGET - 1} parallel failures, all evaluated`)
+    t.same((await inDatabase(database, 'failures:127.0.0.1')).count, BUDGET, 'every failure of both processes was counted once')
 
-  const refused = await post(b, { grant_type: 'refresh_token', client_id: 'cli', refresh_token: refreshed.body.refresh_token as string })
-  t.equal(refused.status, 429, 'B now refuses even a valid refresh from that address')
-  const retryAfter = Number(refused.headers['retry-after'])
-  t.ok(Number.isInteger(retryAfter) && retryAfter > 0 && retryAfter <= 3600, `with Retry-After in seconds until the window ends (${refused.headers['retry-after']})`)
-  t.same(refused.body, { error: 'invalid_request', error_description: 'too many requests, retry later' }, 'the usual throttling body')
-  t.equal((await post(a, garbage(99))).status, 429, 'and so does A')
+    const refused = await post(b, { grant_type: 'refresh_token', client_id: 'cli', refresh_token: refreshed.body.refresh_token as string })
+    t.equal(refused.status, 429, 'B now refuses even a valid refresh from that address')
+    const retryAfter = Number(refused.headers['retry-after'])
+    t.ok(Number.isInteger(retryAfter) && retryAfter > 0 && retryAfter <= 3600, `with Retry-After in seconds until the window ends (${refused.headers['retry-after']})`)
+    t.same(refused.body, { error: 'invalid_request', error_description: 'too many requests, retry later' }, 'the usual throttling body')
+    t.equal((await post(a, garbage(99))).status, 429, 'and so does A')
 
-  const db = new Database(dbFile, { readonly: true })
-  const events = db.prepare<[], { reason: string, ip: string }>("SELECT reason, ip FROM security_events WHERE type = 'throttled'").all()
-  db.close()
-  t.same(events, [{ reason: 'failures', ip: '127.0.0.1' }], 'one throttled event, from whichever process spent the budget')
-  t.equal(a.stderr() + b.stderr(), '', 'no errors in either server log')
-})
+    t.same((await inDatabase(database, '')).throttled, [{ reason: 'failures', ip: '127.0.0.1' }], 'one throttled event, from whichever process spent the budget')
+    t.equal(a.stderr() + b.stderr(), '', 'no errors in either server log')
+  })
 
-t.test('two server processes on one file: password grants sent to both at once get one budget', async (t) => {
-  const { a, b, dbFile } = await twoProcesses(t, BUDGET)
-  const attempts = Array.from({ length: 3 * BUDGET }, (_, i) => i)
-  // Four in flight, alternating processes: the two race on the budget without filling argon2's queue.
-  const statuses = await mapLimit(attempts, 4, async (i) =>
-    (await post(i % 2 === 0 ? a : b, { grant_type: 'password', client_id: 'cli', username: 'alice', password: `wrong ${i}` })).status)
-  const by = (s: number): number => statuses.filter((x) => x === s).length
-  t.equal(by(429), 2 * BUDGET, `exactly ${2 * BUDGET} of ${3 * BUDGET} refused: ${BUDGET} per window for the address, not ${BUDGET} per process`)
-  t.equal(by(400) + by(503), BUDGET, `the other ${BUDGET} were evaluated (or met a full argon2 queue)`)
-  t.same(rows(dbFile)['password:127.0.0.1']?.count, 3 * BUDGET, 'every attempt counted once')
-  const db = new Database(dbFile, { readonly: true })
-  const events = db.prepare<[], { reason: string }>("SELECT reason FROM security_events WHERE type = 'throttled'").all()
-  db.close()
-  t.same(events, [{ reason: 'password' }], 'one throttled event for both processes')
-})
+  t.test(`two server processes on one ${engine} database: password grants sent to both at once get one budget`, async (t) => {
+    const procs = await twoProcesses(t, BUDGET, engine)
+    if (procs === undefined) return
+    const { a, b, database } = procs
+    const attempts = Array.from({ length: 3 * BUDGET }, (_, i) => i)
+    // Four in flight, alternating processes: the two race on the budget without filling argon2's queue.
+    const statuses = await mapLimit(attempts, 4, async (i) =>
+      (await post(i % 2 === 0 ? a : b, { grant_type: 'password', client_id: 'cli', username: 'alice', password: `wrong ${i}` })).status)
+    const by = (s: number): number => statuses.filter((x) => x === s).length
+    t.equal(by(429), 2 * BUDGET, `exactly ${2 * BUDGET} of ${3 * BUDGET} refused: ${BUDGET} per window for the address, not ${BUDGET} per process`)
+    t.equal(by(400) + by(503), BUDGET, `the other ${BUDGET} were evaluated (or met a full argon2 queue)`)
+    const after = await inDatabase(database, 'password:127.0.0.1')
+    t.same(after.count, 3 * BUDGET, 'every attempt counted once')
+    t.same(after.throttled, [{ reason: 'password', ip: '127.0.0.1' }], 'one throttled event for both processes')
+  })
+}

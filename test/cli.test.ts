@@ -210,3 +210,11 @@ t.test('a user and client created by the CLI work against the real server', asyn
   assertExit0(t, await cli(['user', 'enable', 'alice']), 'user enable')
   t.equal((await token({ ...login, password: 'a new decent password', client_id: 'mobile' })).status, 200, 'enabled again')
 })
+
+t.test('ids never begin with a dash, so `--session <id>` always reads as a value', async (t) => {
+  const { randomId } = await import('../server/tokens/refresh-format.js')
+  // One in 64 base64url ids would begin with '-': 10,000 draws miss that with odds of about e^-156.
+  const ids = Array.from({ length: 10_000 }, randomId)
+  t.notOk(ids.some((id) => id.startsWith('-')), 'no leading dash')
+  t.ok(ids.every((id) => /^[\w-]{22}$/.test(id)), '22 base64url characters each')
+})

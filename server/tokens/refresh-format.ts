@@ -63,5 +63,7 @@ export function openSuccessor (parent: string, sealed: Buffer): string | undefin
 
 /** Random ids for sessions and JWT ids: 128 bits, base64url. */
 export function randomId (): string {
-  return randomBytes(16).toString('base64url')
+  const id = randomBytes(16).toString('base64url')
+  // Never a leading '-': `tokenline revoke --session <id>` would read such an id as an option.
+  return id.startsWith('-') ? `A${id.slice(1)}` : id
 }

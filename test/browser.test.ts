@@ -8,31 +8,19 @@
  */
 import { spawn } from 'node:child_process'
 import { existsSync, mkdtempSync, rmSync } from 'node:fs'
-import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import Database from 'better-sqlite3'
 import t, { type Test } from 'tap'
 import type { Browser, BrowserContext, Page, Request, Response } from 'playwright-core'
 import { PASSWORD } from './helpers.js'
-import { CHEAP_ARGON2_ENV, cleanEnv, MAIN, ROOT, runCli } from './processes.js'
+import { CHEAP_ARGON2_ENV, cleanEnv, freePort, MAIN, ROOT, runCli } from './processes.js'
 import { COOKIE_NAME } from './set-cookie.js'
 
 const CHROMIUM = '/usr/bin/chromium'
 const ACCESS_TTL = 3
 const CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
   '--disable-background-networking', '--disable-component-update', '--disable-sync']
-
-async function freePort (): Promise<number> {
-  return await new Promise((resolve, reject) => {
-    const s = createServer()
-    s.once('error', reject)
-    s.listen(0, '127.0.0.1', () => {
-      const address = s.address()
-      s.close(() => { typeof address === 'object' && address !== null ? resolve(address.port) : reject(new Error('no port')) })
-    })
-  })
-}
 
 /**
  * Starts the standalone server on the port `base` names and waits until it serves the demo page; its

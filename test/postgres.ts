@@ -12,11 +12,11 @@
 import { execFileSync, spawnSync } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { chmodSync, chownSync, existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs'
-import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import pg from 'pg'
 import tap, { type Test } from 'tap'
+import { freePort } from './processes.js'
 
 /** Where Debian's postgresql-NN package puts the server binaries; the newest version wins. */
 function binDir (): string | undefined {
@@ -29,17 +29,6 @@ function binDir (): string | undefined {
 
 const HOW_TO = 'PostgreSQL tests skipped: set TOKENLINE_TEST_PG_URL=postgres://user:pass@host:port/db (a user that may CREATE DATABASE), ' +
   'or install the server binaries (apt-get install postgresql) so the tests can start a throwaway cluster'
-
-async function freePort (): Promise<number> {
-  return await new Promise((resolve, reject) => {
-    const s = createServer()
-    s.once('error', reject)
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port
-      s.close(() => resolve(port))
-    })
-  })
-}
 
 export interface PgServer {
   /** A new, empty database on the server, dropped when `owner` (else the server's test) ends: its postgres:// URL. */

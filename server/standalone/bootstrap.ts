@@ -22,7 +22,8 @@ export async function ensureWebClient (tl: Tokenline): Promise<void> {
       now: tl.opts.now()
     })
   } catch (err) {
-    // Another process created it between our read and our write.
-    if ((err as { code?: string }).code !== 'SQLITE_CONSTRAINT_PRIMARYKEY') throw err
+    // Another process or instance created it between our read and our write: whichever engine's
+    // duplicate-key error this is, the client is there now.
+    if (await tl.store.findClient(WEB_CLIENT_ID) === undefined) throw err
   }
 }

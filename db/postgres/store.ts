@@ -113,7 +113,8 @@ export async function openPostgresStore (url: string, opts: PoolOptions): Promis
   } catch (err) {
     await pool.end().catch(() => {})
     const message = `cannot open the PostgreSQL database at ${describeUrl(url)}: ${(err as Error).message}`
-    throw isTransient(err) ? new StoreError('unavailable', message, { cause: err }) : new Error(message, { cause: err })
+    // Unreachable, or refusing us (a wrong password, a missing database): either way not usable now.
+    throw new StoreError('unavailable', message, { cause: err })
   }
   return createPostgresStore(pool)
 }

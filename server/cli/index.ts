@@ -2,6 +2,7 @@ import { ConfigError, unknownSettings } from '../options.js'
 import { backupCommand } from './backup.js'
 import { clientCommand } from './clients.js'
 import { CliError, defaultIo, type Io } from './io.js'
+import { StoreError } from '../../db/store.js'
 import { keysCommand } from './keys.js'
 import { userCommand } from './users.js'
 import { eventsCommand } from './events.js'
@@ -77,8 +78,11 @@ export async function main (argv: string[], io: Io = defaultIo()): Promise<numbe
   } catch (err) {
     if (err instanceof CliError) { io.stderr.write(`tokenline: ${err.message}\n`); return err.code }
     if (err instanceof ConfigError) { io.stderr.write(`tokenline: ${err.message}\n`); return 2 }
+    if (err instanceof StoreError) { io.stderr.write(`tokenline: ${err.message}\n`); return 1 }
     const code = (err as { code?: string }).code
     if (typeof code === 'string' && code.startsWith('SQLITE_')) { io.stderr.write(`tokenline: database error (${code})\n`); return 1 }
+    // PostgreSQL's own refusals carry a five-character SQLSTATE.
+    if (typeof code === 'string' && /^[0-9A-Z]{5}$/.test(code)) { io.stderr.write(`tokenline: database error (${code}): ${(err as Error).message.split('\n')[0] ?? ''}\n`); return 1 }
     // A TOKENLINE_DB whose directory cannot be created (a parent is a file, no permission, read-only
     // file system) is a bad setting, not a crash: one line instead of a stack trace.
     const path = (err as { path?: unknown }).path

@@ -31,6 +31,8 @@ const HOW_TO = 'PostgreSQL tests skipped: set TOKENLINE_TEST_PG_URL=postgres://u
   'or install the server binaries (apt-get install postgresql) so the tests can start a throwaway cluster'
 
 export interface PgServer {
+  /** A URL of the server's maintenance database, for a user that may create databases (TOKENLINE_TEST_PG_URL's form). */
+  adminUrl: string
   /** A new, empty database on the server, dropped when `owner` (else the server's test) ends: its postgres:// URL. */
   database: (owner?: Test) => Promise<string>
   /** Only for a cluster started here (undefined with TOKENLINE_TEST_PG_URL): stops it hard (`pg_ctl stop -m immediate`). */
@@ -68,6 +70,7 @@ async function startCluster (t: Test, bin: string): Promise<PgServer> {
   })
   const admin = `postgres://postgres@127.0.0.1:${port}/postgres`
   return {
+    adminUrl: admin,
     database: async (owner) => await createDatabase(owner ?? t, admin),
     stop: () => stop('immediate'),
     start
@@ -105,7 +108,7 @@ async function createDatabase (t: Test, adminUrl: string): Promise<string> {
  */
 export async function postgres (t: Test): Promise<PgServer | undefined> {
   const url = process.env.TOKENLINE_TEST_PG_URL
-  if (url !== undefined && url !== '') return { database: async (owner) => await createDatabase(owner ?? t, url) }
+  if (url !== undefined && url !== '') return { adminUrl: url, database: async (owner) => await createDatabase(owner ?? t, url) }
   const bin = binDir()
   if (bin === undefined) {
     skipWithoutPostgres(t)
@@ -125,7 +128,7 @@ export async function sharedPostgres (): Promise<PgServer | undefined> {
   const root = tap as unknown as Test
   shared ??= (async () => {
     const url = process.env.TOKENLINE_TEST_PG_URL
-    if (url !== undefined && url !== '') return { database: async (owner?: Test) => await createDatabase(owner ?? root, url) }
+    if (url !== undefined && url !== '') return { adminUrl: url, database: async (owner?: Test) => await createDatabase(owner ?? root, url) }
     const bin = binDir()
     return bin === undefined ? undefined : await startCluster(root, bin)
   })()

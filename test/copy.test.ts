@@ -10,15 +10,17 @@ import { decodeProtectedHeader } from 'jose'
 import { randomBytes } from 'node:crypto'
 import { existsSync, readFileSync, symlinkSync } from 'node:fs'
 import { join, relative } from 'node:path'
+import { PassThrough } from 'node:stream'
 import pg from 'pg'
 import t, { type Test } from 'tap'
 import { openStore } from '../db/open.js'
 import { COPY_ORDER, COPY_TABLES } from '../db/rows.js'
 import { openDatabase } from '../db/sqlite/database.js'
+import { main } from '../server/cli/index.js'
 import { basicAuth, sidOf, type TokenBody } from './helpers.js'
 import { assertLineage } from './invariants.js'
-import { postgres } from './postgres.js'
-import { addAliceAndCli, CHEAP_ARGON2_ENV, postForm, ROOT, runCli, startServer, tempDir, type Run, type Server } from './processes.js'
+import { postgres, type PgServer } from './postgres.js'
+import { addAliceAndCli, CHEAP_ARGON2_ENV, mapLimit, postForm, ROOT, runCli, startServer, tempDir, type Run, type Server } from './processes.js'
 
 const PW = 'copy test password'
 /** No grace: a consumed token presented again is reuse at once. No throttling of the test's own requests. */
@@ -67,12 +69,24 @@ async function dump (database: string): Promise<Dump> {
 
 const counts = (d: Dump): Record<string, number> => Object.fromEntries(Object.entries(d).map(([k, rows]) => [k, rows.length]))
 
+/** Runs one CLI command in this process (the same `main` as bin/tokenline.js): its exit status and output. */
+async function cliHere (database: string, args: string[]): Promise<Run> {
+  const out = new PassThrough()
+  const err = new PassThrough()
+  let stdout = ''
+  let stderr = ''
+  out.on('data', (c: Buffer) => { stdout += c.toString() })
+  err.on('data', (c: Buffer) => { stderr += c.toString() })
+  const code = await main(args, { stdin: new PassThrough(), stdout: out, stderr: err, env: { ...ENV, TOKENLINE_DB: database } })
+  return { code, stdout, stderr }
+}
+
 /** What an operator sees: the audit trail and each session's lineage, as the CLI prints them. */
 async function operatorView (t: Test, database: string, sids: string[]): Promise<string[]> {
   const outputs: string[] = []
   for (const args of [['events', '--limit', '10000'], ...sids.map((sid) => ['lineage', sid])]) {
-    const r = await runCli(args, { env: { ...ENV, TOKENLINE_DB: database } })
-    t.equal(r.code, 0, `${args.join(' ')}: exit 0 (${r.stderr.trim()})`)
+    const r = await cliHere(database, args)
+    if (r.code !== 0) t.fail(`${args.join(' ')}: exit ${String(r.code)} (${r.stderr.trim()})`)
     outputs.push(r.stdout)
   }
   return outputs
@@ -132,11 +146,17 @@ async function eventIds (database: string): Promise<{ max: number, n: number }> 
   return { max: Math.max(0, ...ids), n: ids.length }
 }
 
-t.test('SQLite -> PostgreSQL -> SQLite with live sessions: every token keeps its meaning', async (t) => {
+/** The tests that need PostgreSQL, on one server (skipped together when there is none, see test/postgres.ts). */
+t.test('with PostgreSQL', async (t) => {
   const server = await postgres(t)
   if (server === undefined) return
+  t.test('SQLite -> PostgreSQL -> SQLite with live sessions: every token keeps its meaning', async (t) => await moveAndBack(t, server))
+  t.test('thousands of rows: the export pages by primary key, and every row arrives once', async (t) => await manyRows(t, server))
+})
+
+async function moveAndBack (t: Test, server: PgServer): Promise<void> {
   // A password in the URL to look for in the output: trust authentication ignores it on a cluster of our own.
-  let pgUrl = await server.database()
+  let pgUrl = await server.database(t)
   let secret: string | undefined = new URL(pgUrl).password
   if (secret === '' && server.stop !== undefined) {
     const u = new URL(pgUrl)
@@ -150,7 +170,7 @@ t.test('SQLite -> PostgreSQL -> SQLite with live sessions: every token keeps its
 
   // Users and clients by the CLI: alice, the public client cli, the confidential client svc.
   await addAliceAndCli(t, { ...ENV, TOKENLINE_DB: src }, PW)
-  const svc = await runCli(['client', 'add', 'svc', '--confidential', '--delivery', 'body'], { env: { ...ENV, TOKENLINE_DB: src } })
+  const svc = await cliHere(src, ['client', 'add', 'svc', '--confidential', '--delivery', 'body'])
   t.equal(svc.code, 0, svc.stderr)
   const svcSecret = /client_secret: (\S+)/.exec(svc.stdout)?.[1] ?? ''
 
@@ -173,7 +193,7 @@ t.test('SQLite -> PostgreSQL -> SQLite with live sessions: every token keeps its
   t.equal(failed.body.error, 'invalid_grant', 'a failed login (recorded in login_failures)')
   const kid = decodeProtectedHeader(A.access_token).kid
   await one.stop()
-  const revokeC = await runCli(['revoke', '--session', sidOf(C)], { env: { ...ENV, TOKENLINE_DB: src } })
+  const revokeC = await cliHere(src, ['revoke', '--session', sidOf(C)])
   t.equal(revokeC.code, 0, revokeC.stderr)
   const sids = [A, B, C, D, E, F].map((s) => sidOf(s))
 
@@ -184,6 +204,12 @@ t.test('SQLite -> PostgreSQL -> SQLite with live sessions: every token keeps its
 
   // SQLite -> PostgreSQL.
   await copy(t, src, pgUrl, secret)
+  const copied = await dump(pgUrl)
+  const [again, itself] = await mapLimit([src, pgUrl], 2, async (from) => await runCli(['copy', '--to', pgUrl], { env: { ...ENV, TOKENLINE_DB: from } }))
+  assertRefused(t, again as Run, /is not empty/, 'a second copy into the PostgreSQL database')
+  assertRefused(t, itself as Run, /names the database being copied/, 'a copy of the PostgreSQL database into itself')
+  if (secret !== undefined) t.notOk(`${again?.stderr ?? ''}${itself?.stderr ?? ''}`.includes(secret), 'no password in the refusals')
+  t.same(await dump(pgUrl), copied, 'the refusals left the PostgreSQL database unchanged')
   t.same(counts(await dump(pgUrl)), counts(source), 'PostgreSQL: the same row count in every table')
   t.same(await dump(pgUrl), source, 'PostgreSQL: the same rows, column for column (ids, times, digests, marks, sealed successors)')
   t.same(await operatorView(t, pgUrl, sids), seen, 'PostgreSQL: tokenline events and lineage print the same')
@@ -225,7 +251,7 @@ t.test('SQLite -> PostgreSQL -> SQLite with live sessions: every token keeps its
   t.equal((await g3.token({ grant_type: 'password', username: 'alice', password: PW })).status, 200, 'SQLite again: alice logs in')
   await three.stop()
   await assertLineage(t, dst, 'SQLite again: lineage invariants hold after use')
-})
+}
 
 /** A refused copy: non-zero exit, one line on stderr, nothing on stdout. */
 function assertRefused (t: Test, r: Run, message: RegExp, label: string): void {
@@ -246,50 +272,32 @@ t.test('copy refuses a non-empty target, the source itself, and a missing source
   const srcBytes = readFileSync(src)
   const otherBytes = readFileSync(other)
 
-  assertRefused(t, await cli(src, ['copy', '--to', other]), /other\.db is not empty/, 'a non-empty target')
-  t.same(readFileSync(other), otherBytes, 'the non-empty target is unchanged')
-
-  assertRefused(t, await cli(src, ['copy', '--to', src]), /names the database being copied/, 'the source itself')
   const link = join(dir, 'link.db')
   symlinkSync(src, link)
-  assertRefused(t, await cli(src, ['copy', '--to', link]), /names the database being copied/, 'the source through a symbolic link')
-  assertRefused(t, await cli(relative(ROOT, src), ['copy', '--to', src]), /names the database being copied/, 'the source by another path')
-  t.same(readFileSync(src), srcBytes, 'the source is unchanged')
-
   const missing = join(dir, 'missing.db')
   const target = join(dir, 'target.db')
-  assertRefused(t, await cli(missing, ['copy', '--to', target]), /missing\.db does not exist/, 'a missing source')
+  // Each refusal only reads, so they run two at a time.
+  const cases: Array<[string, string[], RegExp, string]> = [
+    [src, ['copy', '--to', other], /other\.db is not empty/, 'a non-empty target'],
+    [src, ['copy', '--to', src], /names the database being copied/, 'the source itself'],
+    [src, ['copy', '--to', link], /names the database being copied/, 'the source through a symbolic link'],
+    [relative(ROOT, src), ['copy', '--to', src], /names the database being copied/, 'the source by another path'],
+    [missing, ['copy', '--to', target], /missing\.db does not exist/, 'a missing source'],
+    [src, ['copy'], /usage: tokenline copy --to <database>/, 'no --to'],
+    [src, ['copy', '--to', target, 'extra'], /usage/, 'an extra argument']
+  ]
+  const results = await mapLimit(cases, 2, async ([database, args]) => await cli(database, args))
+  cases.forEach(([, , message, label], i) => assertRefused(t, results[i] as Run, message, label))
+  t.same(readFileSync(other), otherBytes, 'the non-empty target is unchanged')
+  t.same(readFileSync(src), srcBytes, 'the source is unchanged')
   t.notOk(existsSync(missing), 'the missing source is not created')
-  t.notOk(existsSync(target), 'nor is the target')
-
-  assertRefused(t, await cli(src, ['copy']), /usage: tokenline copy --to <database>/, 'no --to')
-  assertRefused(t, await cli(src, ['copy', '--to']), /usage: tokenline copy --to <database>/, '--to without a value')
-  assertRefused(t, await cli(src, ['copy', '--to', target, 'extra']), /usage/, 'an extra argument')
   t.notOk(existsSync(target), 'no refused copy created the target')
-  const help = await cli(src, ['help'])
+  const help = await cliHere(src, ['help'])
   t.match(help.stdout, /^ {2}copy --to <database> /m, 'tokenline help lists copy')
 })
 
-t.test('copy refuses a non-empty PostgreSQL target and the PostgreSQL source itself', async (t) => {
-  const server = await postgres(t)
-  if (server === undefined) return
-  const pgUrl = await server.database()
-  const dir = tempDir(t)
-  const src = join(dir, 'source.db')
-  await addAliceAndCli(t, { ...ENV, TOKENLINE_DB: src }, PW)
-  await copy(t, src, pgUrl, undefined)
-  const rows = await dump(pgUrl)
-
-  const again = await runCli(['copy', '--to', pgUrl], { env: { ...ENV, TOKENLINE_DB: src } })
-  assertRefused(t, again, /is not empty/, 'a non-empty PostgreSQL target')
-  assertRefused(t, await runCli(['copy', '--to', pgUrl], { env: { ...ENV, TOKENLINE_DB: pgUrl } }), /names the database being copied/, 'the PostgreSQL source itself')
-  t.same(await dump(pgUrl), rows, 'the PostgreSQL database is unchanged')
-})
-
-t.test('thousands of rows: the export pages by primary key, and every row arrives once', async (t) => {
-  const server = await postgres(t)
-  if (server === undefined) return
-  const pgUrl = await server.database()
+async function manyRows (t: Test, server: PgServer): Promise<void> {
+  const pgUrl = await server.database(t)
   const dir = tempDir(t)
   const src = join(dir, 'many.db')
   const dst = join(dir, 'back.db')
@@ -338,4 +346,4 @@ t.test('thousands of rows: the export pages by primary key, and every row arrive
   const hasBudgets = check.prepare("SELECT 1 FROM sqlite_master WHERE name = 'budgets'").get() !== undefined
   check.close()
   t.same(back, { ...pgRows, budgets: hasBudgets ? pgRows.budgets : [] }, 'SQLite again: every row, once')
-})
+}

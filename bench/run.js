@@ -496,7 +496,8 @@ async function benchPostgres () {
       try {
         for (let i = 0; i < instances; i++) {
           const port = await freePort()
-          const child = launch(`tokenline on PostgreSQL #${i + 1}`, [process.execPath, 'dist/server/standalone/main.js'], tokenlineEnv(port, database))
+          const nodeArgs = PROFILE_DIR !== undefined ? ['--cpu-prof', `--cpu-prof-dir=${join(PROFILE_DIR, `pg-${instances}-${i + 1}`)}`] : []
+          const child = launch(`tokenline on PostgreSQL #${i + 1}`, [process.execPath, ...nodeArgs, 'dist/server/standalone/main.js'], tokenlineEnv(port, database))
           servers.push({ child, base: `http://127.0.0.1:${port}` })
         }
         for (const s of servers) await waitForHttp(s.child, `${s.base}/.well-known/oauth-authorization-server`)

@@ -1,9 +1,10 @@
-import type { BudgetCount, Client, LoginFailures, PublicSigningKey, RefreshTokenRecord, Session, SessionView, SigningKey, StoredSecurityEvent, User } from './store.js'
+import type { BudgetCount, Client, CopyBatch, LoginFailures, PublicSigningKey, RefreshTokenRecord, Session, SessionView, SigningKey, StoredSecurityEvent, User } from './store.js'
 
 /*
  * The tables' rows as both engines return them (the schema's snake_case names; BLOB/BYTEA as Buffer,
  * integers and BIGINT milliseconds as numbers), and their one mapping to the domain types of store.ts.
- * Rows never leave an engine's module: each one read is mapped here, once.
+ * Rows never leave an engine's module: each one read is mapped here, once. `tokenline copy` maps the
+ * other way too (copyRows, at the end), so that an engine inserts exactly the rows another one read.
  */
 
 export interface UserRow {
@@ -193,4 +194,148 @@ export const toLoginFailures = (r: LoginFailureRow): LoginFailures => ({
 
 export const maybe = <R, T>(row: R | undefined, map: (r: R) => T): T | undefined => (row === undefined ? undefined : map(row))
 
+/** A whole row of the budgets table, as a copy reads and writes it. */
+export type BudgetCopyRow = BudgetRow & { key: string }
+
 export const toBudget = (r: BudgetRow): BudgetCount => ({ count: r.count, resetAt: r.reset_at })
+
+/*
+ * `tokenline copy`: every table in CopyBatch order, with its columns (the same names on both engines)
+ * and its primary key, on which an export pages (keyset pagination: `WHERE key > last ORDER BY key`).
+ */
+export type CopyKind = CopyBatch['kind']
+
+export const COPY_TABLES: Readonly<Record<CopyKind, { columns: readonly string[], key: readonly string[] }>> = {
+  users: { columns: ['id', 'username', 'password_hash', 'disabled_at', 'created_at', 'updated_at'], key: ['id'] },
+  clients: { columns: ['id', 'secret_digest', 'delivery', 'grants', 'scopes', 'origins', 'access_ttl', 'idle_ttl', 'session_ttl', 'created_at'], key: ['id'] },
+  signing_keys: { columns: ['kid', 'alg', 'private_pem', 'public_jwk', 'created_at', 'retired_at', 'expires_at'], key: ['kid'] },
+  sessions: {
+    columns: ['id', 'user_id', 'client_id', 'scope', 'generation', 'user_agent', 'ip', 'device_id', 'created_at', 'last_used_at', 'idle_expires_at', 'expires_at', 'revoked_at', 'revoked_reason'],
+    key: ['id']
+  },
+  refresh_tokens: {
+    columns: ['digest', 'session_id', 'generation', 'parent_generation', 'issued_at', 'issued_ip', 'issued_user_agent', 'used_at', 'used_ip', 'used_user_agent', 'used_device_id', 'successor_sealed'],
+    key: ['digest']
+  },
+  security_events: { columns: ['id', 'at', 'type', 'user_id', 'session_id', 'client_id', 'ip', 'user_agent', 'reason', 'detail'], key: ['id'] },
+  login_failures: { columns: ['username', 'source', 'failures', 'locked_until', 'updated_at'], key: ['username', 'source'] },
+  budgets: { columns: ['key', 'count', 'reset_at'], key: ['key'] }
+}
+
+/** The tables in the order a copy goes through them: a row only refers to rows of earlier tables. */
+export const COPY_ORDER = Object.keys(COPY_TABLES) as CopyKind[]
+
+/** Rows read from `kind`'s table (its columns, as listed above) as a batch of domain rows. */
+export function copyBatch (kind: CopyKind, rows: unknown[]): CopyBatch {
+  switch (kind) {
+    case 'users': return { kind, rows: (rows as UserRow[]).map(toUser) }
+    case 'clients': return { kind, rows: (rows as ClientRow[]).map(toClient) }
+    case 'signing_keys': return { kind, rows: (rows as KeyRow[]).map(toKey) }
+    case 'sessions': return { kind, rows: (rows as SessionRow[]).map(toSession) }
+    case 'refresh_tokens': return { kind, rows: (rows as TokenRow[]).map(toToken) }
+    case 'security_events': return { kind, rows: (rows as EventRow[]).map(toEvent) }
+    case 'login_failures': return { kind, rows: (rows as LoginFailureRow[]).map(toLoginFailures) }
+    case 'budgets': return { kind, rows: (rows as BudgetCopyRow[]).map((r) => ({ key: r.key, count: r.count, resetAt: r.reset_at })) }
+  }
+}
+
+/** A batch's rows as its table's rows, every column as exported, for an engine to insert unchanged. */
+export function copyRows (batch: CopyBatch): Array<UserRow | ClientRow | KeyRow | SessionRow | TokenRow | EventRow | LoginFailureRow | BudgetCopyRow> {
+  switch (batch.kind) {
+    case 'users': return batch.rows.map(fromUser)
+    case 'clients': return batch.rows.map(fromClient)
+    case 'signing_keys': return batch.rows.map(fromKey)
+    case 'sessions': return batch.rows.map(fromSession)
+    case 'refresh_tokens': return batch.rows.map(fromToken)
+    case 'security_events': return batch.rows.map(fromEvent)
+    case 'login_failures': return batch.rows.map(fromLoginFailures)
+    case 'budgets': return batch.rows.map(fromBudget)
+  }
+}
+
+const fromUser = (u: User): UserRow => ({
+  id: u.id,
+  username: u.username,
+  password_hash: u.passwordHash,
+  disabled_at: u.disabledAt,
+  created_at: u.createdAt,
+  updated_at: u.updatedAt
+})
+
+const fromClient = (c: Client): ClientRow => ({
+  id: c.id,
+  secret_digest: c.secretDigest,
+  delivery: c.delivery,
+  grants: c.grants,
+  scopes: c.scopes,
+  origins: c.origins,
+  access_ttl: c.accessTtl,
+  idle_ttl: c.idleTtl,
+  session_ttl: c.sessionTtl,
+  created_at: c.createdAt
+})
+
+const fromKey = (k: SigningKey): KeyRow => ({
+  kid: k.kid,
+  alg: k.alg,
+  private_pem: k.privatePem,
+  public_jwk: k.publicJwk,
+  created_at: k.createdAt,
+  retired_at: k.retiredAt,
+  expires_at: k.expiresAt
+})
+
+const fromSession = (s: Session): SessionRow => ({
+  id: s.id,
+  user_id: s.userId,
+  client_id: s.clientId,
+  scope: s.scope,
+  generation: s.generation,
+  user_agent: s.userAgent,
+  ip: s.ip,
+  device_id: s.deviceId,
+  created_at: s.createdAt,
+  last_used_at: s.lastUsedAt,
+  idle_expires_at: s.idleExpiresAt,
+  expires_at: s.expiresAt,
+  revoked_at: s.revokedAt,
+  revoked_reason: s.revokedReason
+})
+
+const fromToken = (t: RefreshTokenRecord): TokenRow => ({
+  digest: t.digest,
+  session_id: t.sessionId,
+  generation: t.generation,
+  parent_generation: t.parentGeneration,
+  issued_at: t.issuedAt,
+  issued_ip: t.issuedIp,
+  issued_user_agent: t.issuedUserAgent,
+  used_at: t.usedAt,
+  used_ip: t.usedIp,
+  used_user_agent: t.usedUserAgent,
+  used_device_id: t.usedDeviceId,
+  successor_sealed: t.successorSealed
+})
+
+const fromEvent = (e: StoredSecurityEvent): EventRow => ({
+  id: e.id,
+  at: e.at,
+  type: e.type,
+  user_id: e.userId,
+  session_id: e.sessionId,
+  client_id: e.clientId,
+  ip: e.ip,
+  user_agent: e.userAgent,
+  reason: e.reason,
+  detail: e.detail
+})
+
+const fromLoginFailures = (f: LoginFailures): LoginFailureRow => ({
+  username: f.username,
+  source: f.source,
+  failures: f.failures,
+  locked_until: f.lockedUntil,
+  updated_at: f.updatedAt
+})
+
+const fromBudget = (b: BudgetCount & { key: string }): BudgetCopyRow => ({ key: b.key, count: b.count, reset_at: b.resetAt })

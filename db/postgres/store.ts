@@ -2,7 +2,7 @@ import type pg from 'pg'
 import type { CopyBatch, LoginFailures, RefreshInput, RefreshResult, RefreshState, RefreshVerdict, SecurityEvent, Store } from '../store.js'
 import { BUDGET_STALE_MS, StoreError } from '../store.js'
 import {
-  maybe, toBudget, toClient, toEvent, toKey, toLoginFailures, toPublicKey, toSession, toSessionView, toToken, toUser,
+  COPY_ORDER, COPY_TABLES, copyBatch, copyRows, maybe, toBudget, toClient, toEvent, toKey, toLoginFailures, toPublicKey, toSession, toSessionView, toToken, toUser,
   type BudgetRow, type ClientRow, type EventRow, type KeyRow, type LoginFailureRow, type PublicKeyRow, type SessionRow, type SessionViewRow, type TokenRow, type UserRow
 } from '../rows.js'
 import { createPool, describeUrl, isRetryable, isTransient, latestPostgresMigration, migrate, schemaVersion, type PoolOptions } from './database.js'
@@ -217,8 +217,6 @@ export function createPostgresStore (pool: pg.Pool): Store {
   /** Serialises writers of something that has no row to lock yet (a first failure counter, a first key). */
   const lock = async (q: Query, key: string): Promise<void> => { await q('SELECT pg_advisory_xact_lock(hashtextextended($1, 0))', [key]) }
 
-  const PAGE = 1000
-
   return {
     async createUser (u) {
       await query('INSERT INTO users (id, username, password_hash, created_at, updated_at) VALUES ($1, $2, $3, $4, $4)', [u.id, u.username, u.passwordHash, u.now])
@@ -426,14 +424,68 @@ export function createPostgresStore (pool: pg.Pool): Store {
         OR EXISTS (SELECT 1 FROM sessions) OR EXISTS (SELECT 1 FROM security_events)) AS empty`)
       return rows[0].empty === true
     },
-    exportRows () { return exportRows(query, PAGE) },
-    async importRows () { throw new Error('not implemented yet') },
+    exportRows () { return exportRows(pool, unavailable) },
+    async importRows (batch) {
+      if (batch.rows.length === 0) return
+      const { columns } = COPY_TABLES[batch.kind]
+      const list = columns.join(', ')
+      await tx(async (q) => {
+        // One statement per batch: the rows travel as one JSON array (BYTEA in its text form, \x and hex).
+        await q(`INSERT INTO ${batch.kind} (${list}) SELECT ${list} FROM json_populate_recordset(NULL::${batch.kind}, $1::json)`, [rowsJson(batch)])
+        // The events keep their ids: the identity goes on after the highest, so new events never collide.
+        if (batch.kind === 'security_events') await q("SELECT setval(pg_get_serial_sequence('security_events', 'id'), (SELECT max(id) FROM security_events))")
+      })
+    },
 
     async close () { await pool.end() }
   }
 }
 
-/** Every table, in CopyBatch order, a page at a time (keyset pagination on the primary key). */
-async function * exportRows (_query: Query, _page: number): AsyncIterable<CopyBatch> {
-  throw new Error('not implemented yet')
+/** Rows per page of `tokenline copy`: a page, never a table, is in memory at a time. */
+const COPY_PAGE = 1000
+
+/** A batch as the JSON array json_populate_recordset reads: each BYTEA in its text form (\x and hex), which it parses back. */
+const rowsJson = (batch: CopyBatch): string => JSON.stringify(copyRows(batch).map((row) =>
+  Object.fromEntries(Object.entries(row).map(([k, v]) => [k, Buffer.isBuffer(v) ? `\\x${v.toString('hex')}` : v]))))
+
+/**
+ * Every table, in CopyBatch order, a page at a time (keyset pagination on the primary key), all read in
+ * one REPEATABLE READ transaction on one connection: one snapshot, so a copy taken while servers write
+ * is consistent (no token without its session).
+ */
+async function * exportRows (pool: pg.Pool, unavailable: (err: unknown) => unknown): AsyncIterable<CopyBatch> {
+  let client: pg.PoolClient
+  try {
+    client = await pool.connect()
+  } catch (err) {
+    throw unavailable(err)
+  }
+  let broken = false
+  let open = false
+  try {
+    await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY')
+    open = true
+    for (const kind of COPY_ORDER) {
+      const { columns, key } = COPY_TABLES[kind]
+      const select = `SELECT ${columns.join(', ')} FROM ${kind}`
+      const order = `ORDER BY ${key.join(', ')} LIMIT ${COPY_PAGE}`
+      const next = `${select} WHERE (${key.join(', ')}) > (${key.map((_, i) => `$${i + 1}`).join(', ')}) ${order}`
+      let rows = (await client.query(`${select} ${order}`)).rows as Array<Record<string, unknown>>
+      while (rows.length > 0) {
+        const last = rows[rows.length - 1] as Record<string, unknown>
+        yield copyBatch(kind, rows)
+        if (rows.length < COPY_PAGE) break
+        rows = (await client.query(next, key.map((k) => last[k]))).rows
+      }
+    }
+    await client.query('COMMIT')
+    open = false
+  } catch (err) {
+    broken = true
+    throw unavailable(err)
+  } finally {
+    // Stopped early (its consumer failed): the snapshot ends. A connection that failed is not reused.
+    if (open && !broken) await client.query('ROLLBACK').catch(() => { broken = true })
+    client.release(broken)
+  }
 }

@@ -1,11 +1,11 @@
 import type {
-  BudgetCount, LoginFailures, NewSession, NewSigningKey, PruneResult, PublicSigningKey, RefreshInput, RefreshResult, RefreshState, RefreshVerdict, SecurityEvent, Store
+  BudgetCount, CopyBatch, LoginFailures, NewSession, NewSigningKey, PruneResult, PublicSigningKey, RefreshInput, RefreshResult, RefreshState, RefreshVerdict, SecurityEvent, Store
 } from '../store.js'
 import { BUDGET_STALE_MS, StoreError } from '../store.js'
 import { latestMigration, type DB } from './database.js'
 import {
-  maybe, toBudget, toClient, toEvent, toKey, toLoginFailures, toPublicKey, toSession, toSessionView, toToken, toUser,
-  type BudgetRow, type ClientRow, type EventRow, type KeyRow, type LoginFailureRow, type PublicKeyRow, type SessionRow, type SessionViewRow, type TokenRow, type UserRow
+  COPY_ORDER, COPY_TABLES, copyBatch, copyRows, maybe, toBudget, toClient, toEvent, toKey, toLoginFailures, toPublicKey, toSession, toSessionView, toToken, toUser,
+  type BudgetRow, type ClientRow, type CopyKind, type EventRow, type KeyRow, type LoginFailureRow, type PublicKeyRow, type SessionRow, type SessionViewRow, type TokenRow, type UserRow
 } from '../rows.js'
 
 /*
@@ -103,7 +103,9 @@ export function createStore (db: DB): Store {
       RETURNING count, reset_at`),
     peekBudget: db.prepare<[string, number], BudgetRow>('SELECT count, reset_at FROM budgets WHERE key = ? AND reset_at > ?'),
     // Pruned per hit, not by the janitor: only hits add rows, and this bounds them whatever janitorInterval is (0 disables it).
-    forgetBudgets: db.prepare('DELETE FROM budgets WHERE key IN (SELECT key FROM budgets WHERE reset_at < ? ORDER BY reset_at LIMIT 16)')
+    forgetBudgets: db.prepare('DELETE FROM budgets WHERE key IN (SELECT key FROM budgets WHERE reset_at < ? ORDER BY reset_at LIMIT 16)'),
+    isEmpty: db.prepare<[], { empty: number }>(`SELECT NOT (EXISTS (SELECT 1 FROM users) OR EXISTS (SELECT 1 FROM clients) OR EXISTS (SELECT 1 FROM signing_keys)
+      OR EXISTS (SELECT 1 FROM sessions) OR EXISTS (SELECT 1 FROM security_events)) AS empty`)
   }
 
   /** Inserts events; only ever called inside a transaction that writes what they describe. */
@@ -331,6 +333,8 @@ export function createStore (db: DB): Store {
     }
   })()
 
+  const copy = copier(db)
+
   return {
     async createUser (u) { q.insertUser.run(u) },
     async findUserByUsername (username) { return maybe(q.userByName.get(username), toUser) },
@@ -394,10 +398,67 @@ export function createStore (db: DB): Store {
       return maybe(q.peekBudget.get(key, now), toBudget) ?? { count: 0, resetAt: 0 }
     },
 
-    async isEmpty () { throw new Error('not implemented yet') },
-    exportRows () { throw new Error('not implemented yet') },
-    async importRows () { throw new Error('not implemented yet') },
+    async isEmpty () { return q.isEmpty.get()?.empty === 1 },
+    exportRows () { return copy.exportRows() },
+    async importRows (batch) { copy.importRows(batch) },
 
     async close () { if (db.open) db.close() }
+  }
+}
+
+/** Rows per page of `tokenline copy`: a page, never a table, is in memory at a time. */
+const COPY_PAGE = 1000
+
+/**
+ * `tokenline copy` on SQLite. The export reads every table in one read transaction (one snapshot, so a
+ * copy taken while servers write is still consistent: no token without its session), a page at a time
+ * by primary key; the import inserts each batch as it is, in one immediate transaction.
+ */
+function copier (db: DB): { exportRows: () => AsyncIterable<CopyBatch>, importRows: (batch: CopyBatch) => void } {
+  // The budgets table comes with a later migration: copied only where the schema has it.
+  const hasBudgets = db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'budgets'").get() !== undefined
+  const tables = COPY_ORDER.filter((kind) => kind !== 'budgets' || hasBudgets)
+
+  type Statement = ReturnType<typeof db.prepare<unknown[], Record<string, unknown>>>
+  const pages = new Map<CopyKind, { first: Statement, next: Statement }>(tables.map((kind) => {
+    const { columns, key } = COPY_TABLES[kind]
+    const select = `SELECT ${columns.join(', ')} FROM ${kind}`
+    const order = `ORDER BY ${key.join(', ')} LIMIT ${COPY_PAGE}`
+    const after = key.length === 1 ? `${key[0] as string} > ?` : `(${key.join(', ')}) > (${key.map(() => '?').join(', ')})`
+    return [kind, { first: db.prepare<unknown[], Record<string, unknown>>(`${select} ${order}`), next: db.prepare<unknown[], Record<string, unknown>>(`${select} WHERE ${after} ${order}`) }]
+  }))
+
+  const inserts = new Map<CopyKind, ReturnType<DB['transaction']>>(tables.map((kind) => {
+    const { columns } = COPY_TABLES[kind]
+    const insert = db.prepare(`INSERT INTO ${kind} (${columns.join(', ')}) VALUES (${columns.map((c) => `@${c}`).join(', ')})`)
+    return [kind, db.transaction((rows: unknown[]) => { for (const row of rows) insert.run(row) })]
+  }))
+
+  return {
+    async * exportRows () {
+      // Deferred: the snapshot is taken by the first read and held until the last page is read.
+      db.exec('BEGIN')
+      try {
+        for (const kind of tables) {
+          const { first, next } = pages.get(kind) as { first: Statement, next: Statement }
+          const { key } = COPY_TABLES[kind]
+          let rows = first.all()
+          while (rows.length > 0) {
+            const last = rows[rows.length - 1] as Record<string, unknown>
+            yield copyBatch(kind, rows)
+            if (rows.length < COPY_PAGE) break
+            rows = next.all(...key.map((k) => last[k]))
+          }
+        }
+      } finally {
+        if (db.inTransaction) db.exec('COMMIT')
+      }
+    },
+    importRows (batch) {
+      if (batch.rows.length === 0) return
+      // Without a budgets table (an older schema), its counters are dropped: they expire within a window anyway.
+      const insert = inserts.get(batch.kind)
+      if (insert !== undefined) insert.immediate(copyRows(batch))
+    }
   }
 }

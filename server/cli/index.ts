@@ -1,6 +1,7 @@
 import { ConfigError, unknownSettings } from '../options.js'
 import { backupCommand } from './backup.js'
 import { clientCommand } from './clients.js'
+import { copyCommand } from './copy.js'
 import { CliError, defaultIo, type Io } from './io.js'
 import { StoreError } from '../../db/store.js'
 import { keysCommand } from './keys.js'
@@ -32,6 +33,8 @@ const USAGE = `usage: tokenline <command>
                                          (--drop-old: unpublish it now, for a key that may have leaked)
   keys list
   backup <file> [--force]                online backup of the live database (safe while servers run)
+  copy --to <database>                   copy every row into another, empty database: a SQLite file or a
+                                         postgres:// URL (SQLite -> PostgreSQL and back); stop servers first
 
 The database is TOKENLINE_DB (default ./data/tokenline.db).
 `
@@ -48,7 +51,8 @@ export const COMMANDS: Record<string, Command> = {
   unlock: unlockCommand,
   client: clientCommand,
   keys: keysCommand,
-  backup: backupCommand
+  backup: backupCommand,
+  copy: copyCommand
 }
 
 /** Runs one CLI command; returns the exit status. Every failure is one line on stderr. */

@@ -361,3 +361,37 @@ for (const engine of engines) {
     })
   })
 }
+
+t.test('postgres: instances starting together migrate once; janitors running together split the work', async (t) => {
+  const server = await sharedPostgres()
+  if (server === undefined) return skipWithoutPostgres(t)
+  const database = await server.database(t)
+  const stores = await Promise.all(Array.from({ length: 4 }, async () => await openStore(database, OPTS)))
+  t.teardown(async () => { for (const s of stores) await s.close() })
+  const health = await Promise.all(stores.map(async (s) => await s.health()))
+  t.ok(health.every((h) => h.schemaVersion === h.expectedVersion), 'all four at the latest schema')
+  const { default: pg } = await import('pg')
+  const c = new pg.Client({ connectionString: database })
+  await c.connect()
+  const applied = (await c.query<{ version: number, n: string }>('SELECT version, count(*) AS n FROM tokenline_migrations GROUP BY version ORDER BY version')).rows
+  await c.end()
+  t.ok(applied.length > 0 && applied.every((r) => r.n === '1'), `each migration applied exactly once (${JSON.stringify(applied)})`)
+
+  const [a] = stores as [Store, ...Store[]]
+  const alice = id('user')
+  await a.createUser({ id: alice, username: 'alice', passwordHash: 'h', now: T0 })
+  await a.createClient({ id: 'app', secretDigest: null, delivery: 'body', grants: 'refresh_token', scopes: '', origins: '', accessTtl: null, idleTtl: null, sessionTtl: null, now: T0 })
+  for (let i = 0; i < 60; i++) await login(a, alice, `old-${i}`, { now: T0 - 2 * HOUR, expiresAt: T0 - HOUR })
+  // Four janitors at once, in small batches, until none finds anything: no error, no session deleted twice.
+  const totals = await Promise.all(stores.map(async (s) => {
+    let n = 0
+    for (;;) {
+      const r = await s.pruneSessions(T0, 5)
+      if (r.sessions === 0) return n
+      n += r.sessions
+    }
+  }))
+  t.equal(totals.reduce((x, y) => x + y, 0), 60, `the 60 expired sessions deleted once between them (${totals.join(' + ')})`)
+  t.equal(await a.countLiveSessions(T0 - 2 * HOUR + 1), 0)
+  await assertLineage(t, database)
+})

@@ -352,7 +352,7 @@ export { setting as settingByKey }
  * TOKENLINE_ variables that are not settings and that the start-up warning leaves alone: switches of the
  * test harness, read only by test processes (test/fixtures/server-process.mjs).
  */
-const NOT_SETTINGS: readonly string[] = ['TOKENLINE_TEST_DEFERRED']
+const NOT_SETTINGS: readonly string[] = ['TOKENLINE_TEST_DEFERRED', 'TOKENLINE_TEST_NO_CAS']
 
 /**
  * One line per TOKENLINE_ variable in `env` that is no setting, naming the closest setting. A misspelt

@@ -1,13 +1,7 @@
-import Database from 'better-sqlite3'
 import { join } from 'node:path'
 import t, { type Test } from 'tap'
-import { openDatabase } from '../db/sqlite/database.js'
-import { createStore } from '../db/sqlite/store.js'
-import { createPasswords } from '../server/security/passwords.js'
-import { digest } from '../server/tokens/refresh-format.js'
-import { CHEAP_ARGON2, PASSWORD } from './helpers.js'
-import { lineageViolations } from './invariants.js'
-import { sendForm, startFixture, type Fixture } from './processes.js'
+import { startFixture, type Fixture } from './processes.js'
+import { loginToken as loginAt, race as raceOf, seedAlice, type Round } from './races.js'
 
 /*
  * Exactly-once rotation across processes (RFC 9700 §4.14.2: a rotated refresh token is used once).
@@ -24,77 +18,16 @@ const ROUNDS = 50
 const CONTROL_ROUNDS = 20
 /** Long enough that a slow round on a busy machine still falls inside the window; set explicitly. */
 const GRACE = 30
-const UA = 'tokenline-concurrency-test/1'
-
-interface Reply { status: number, body: string }
-
-/** POST /token to one process, on a connection of its own; a request cut off fails the test run. */
-async function postToken (proc: Fixture, params: Record<string, string>): Promise<Reply> {
-  const o = await sendForm(`${proc.url}/token`, params, { 'user-agent': UA }).outcome
-  if (o.kind === 'cut') throw new Error(`request cut off: ${o.error}`)
-  return o
-}
 
 /** A fresh database with user alice and the public body client `cli`, as the processes will find it. */
 async function seed (t: Test): Promise<string> {
   const dbFile = join(t.testdir({}), 'tokenline.db')
-  const store = createStore(openDatabase(dbFile))
-  const now = Date.now()
-  await store.createUser({ id: 'alice-id', username: 'alice', passwordHash: await createPasswords(CHEAP_ARGON2).hash(PASSWORD), now })
-  await store.createClient({ id: 'cli', secretDigest: null, delivery: 'body', grants: 'password refresh_token', scopes: 'read write', origins: '', accessTtl: null, idleTtl: null, sessionTtl: null, now })
-  store.close()
+  await seedAlice(dbFile)
   return dbFile
 }
 
-/** alice logs in on server process `proc`: her refresh token. */
-async function loginAt (proc: Fixture): Promise<string> {
-  const res = await postToken(proc, { grant_type: 'password', client_id: 'cli', username: 'alice', password: PASSWORD })
-  if (res.status !== 200) throw new Error(`login failed: ${res.status} ${res.body}`)
-  return (JSON.parse(res.body) as { refresh_token: string }).refresh_token
-}
-
-interface Round {
-  statuses: Record<number, number>
-  /** Distinct refresh tokens handed out by the 200 responses. */
-  successors: string[]
-  /** invalid_grant reasons of the 4xx responses. */
-  reasons: string[]
-  serverErrors: number
-  busyInBody: number
-  violations: string[]
-  /** Generation of the session's live token after the round, and how many tokens it has. */
-  generation: number
-  lineage: number
-}
-
 /** Fires PARALLEL refreshes of `token`, request i to process i mod n, then looks at the database. */
-async function race (procs: Fixture[], dbFile: string, token: string): Promise<Round> {
-  const replies = await Promise.all(Array.from({ length: PARALLEL }, async (_, i) =>
-    await postToken(procs[i % procs.length] as Fixture, { grant_type: 'refresh_token', client_id: 'cli', refresh_token: token })))
-  const round: Round = { statuses: {}, successors: [], reasons: [], serverErrors: 0, busyInBody: 0, violations: [], generation: -1, lineage: -1 }
-  const successors = new Set<string>()
-  for (const r of replies) {
-    round.statuses[r.status] = (round.statuses[r.status] ?? 0) + 1
-    if (r.status >= 500) round.serverErrors++
-    if (/SQLITE_BUSY|database is locked/i.test(r.body)) round.busyInBody++
-    const body = JSON.parse(r.body) as { refresh_token?: string, reason?: string, error?: string }
-    if (r.status === 200 && body.refresh_token !== undefined) successors.add(body.refresh_token)
-    if (r.status >= 400 && r.status < 500) round.reasons.push(`${body.error ?? '?'}/${body.reason ?? '?'}`)
-  }
-  round.successors = [...successors]
-  round.violations = await lineageViolations(dbFile)
-  const db = new Database(dbFile, { readonly: true, fileMustExist: true })
-  try {
-    const row = db.prepare<[Buffer], { generation: number, n: number }>(
-      'SELECT s.generation, (SELECT count(*) FROM refresh_tokens r WHERE r.session_id = s.id) AS n FROM sessions s JOIN refresh_tokens t ON t.session_id = s.id WHERE t.digest = ?'
-    ).get(digest(token))
-    round.generation = row?.generation ?? -1
-    round.lineage = row?.n ?? -1
-  } finally {
-    db.close()
-  }
-  return round
-}
+const race = async (procs: Fixture[], dbFile: string, token: string): Promise<Round> => await raceOf(procs, dbFile, token, PARALLEL)
 
 const busyInLogs = (procs: Fixture[]): boolean => procs.some((p) => /SQLITE_BUSY|database is locked/i.test(p.stderr()))
 

@@ -16,7 +16,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import pg from 'pg'
 import tap, { type Test } from 'tap'
-import { freePort } from './processes.js'
+import { freePort, run } from './processes.js'
 
 /** Where Debian's postgresql-NN package puts the server binaries; the newest version wins. */
 function binDir (): string | undefined {
@@ -35,10 +35,14 @@ export interface PgServer {
   adminUrl: string
   /** A new, empty database on the server, dropped when `owner` (else the server's test) ends: its postgres:// URL. */
   database: (owner?: Test) => Promise<string>
-  /** Only for a cluster started here (undefined with TOKENLINE_TEST_PG_URL): stops it hard (`pg_ctl stop -m immediate`). */
-  stop?: () => void
-  /** Starts the stopped cluster again on the same port and directory. */
-  start?: () => void
+  /**
+   * Only for a cluster started here (undefined with TOKENLINE_TEST_PG_URL): stops it hard (`pg_ctl stop
+   * -m immediate`, a crash as far as PostgreSQL can tell: no checkpoint, recovery at the next start).
+   * Asynchronous, so a test's clients keep sending while it happens.
+   */
+  stop?: () => Promise<void>
+  /** Starts the stopped cluster again on the same port and directory (after crash recovery). */
+  start?: () => Promise<void>
 }
 
 /** A throwaway cluster: initdb, pg_ctl start; removed when `t` ends. */
@@ -54,26 +58,33 @@ async function startCluster (t: Test, bin: string): Promise<PgServer> {
     const r = spawnSync(file, rest, { encoding: 'utf8', cwd: dir })
     if (r.status !== 0) throw new Error(`${cmd} failed: ${r.stderr || r.stdout}`)
   }
+  const execAsync = async (cmd: string, args: string[]): Promise<void> => {
+    const [file, ...rest] = asPg(cmd, args) as [string, ...string[]]
+    const r = await run(file, rest, { env: process.env, cwd: dir, input: '' })
+    if (r.code !== 0) throw new Error(`${cmd} failed: ${r.stderr || r.stdout}`)
+  }
   if (root) {
     chmodSync(dir, 0o700)
     chownSync(dir, Number(execFileSync('id', ['-u', 'postgres']).toString()), Number(execFileSync('id', ['-g', 'postgres']).toString()))
   }
   exec('initdb', ['-D', data, '-U', 'postgres', '--auth=trust', '--no-sync', '-E', 'UTF8', '--locale=C'])
-  // A test server: no fsync (the data is thrown away), sockets only in its own directory.
-  const options = `-c port=${port} -c listen_addresses=127.0.0.1 -c unix_socket_directories=${dir} -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200`
-  const start = (): void => exec('pg_ctl', ['-D', data, '-l', join(dir, 'log'), '-o', options, '-w', '-t', '60', 'start'])
-  const stop = (mode = 'immediate'): void => exec('pg_ctl', ['-D', data, '-m', mode, '-w', 'stop'])
-  start()
+  // A test server: no fsync (the data is thrown away), sockets only in its own directory. Commits
+  // stay synchronous: with fsync off that is one write() to the OS per commit, and it keeps every
+  // acknowledged commit through stop() (a crash of PostgreSQL, not of the OS), as a real server would.
+  const options = `-c port=${port} -c listen_addresses=127.0.0.1 -c unix_socket_directories=${dir} -c fsync=off -c full_page_writes=off -c max_connections=200`
+  const startArgs = ['-D', data, '-l', join(dir, 'log'), '-o', options, '-w', '-t', '60', 'start']
+  const stopArgs = ['-D', data, '-m', 'immediate', '-w', 'stop']
+  exec('pg_ctl', startArgs)
   t.teardown(() => {
-    try { stop('immediate') } catch { /* already stopped */ }
+    try { exec('pg_ctl', stopArgs) } catch { /* already stopped */ }
     rmSync(dir, { recursive: true, force: true })
   })
   const admin = `postgres://postgres@127.0.0.1:${port}/postgres`
   return {
     adminUrl: admin,
     database: async (owner) => await createDatabase(owner ?? t, admin),
-    stop: () => stop('immediate'),
-    start
+    stop: async () => await execAsync('pg_ctl', stopArgs),
+    start: async () => await execAsync('pg_ctl', startArgs)
   }
 }
 

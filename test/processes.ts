@@ -5,7 +5,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process'
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
-import { request } from 'node:http'
+import { request, type IncomingHttpHeaders } from 'node:http'
 import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
@@ -173,7 +173,7 @@ export async function postForm<T = TokenBody> (url: string, params: Record<strin
 }
 
 export type Outcome =
-  | { kind: 'response', status: number, body: string }
+  | { kind: 'response', status: number, headers: IncomingHttpHeaders, body: string }
   | { kind: 'cut', error: string }
 
 export interface Sent {
@@ -185,13 +185,17 @@ export interface Sent {
 /**
  * POSTs a form on a fresh connection of its own (no keep-alive agent, so requests really run in
  * parallel), and reports either the complete response (status line, headers and a body as long as its
- * framing says) or how it was cut off.
+ * framing says) or how it was cut off. With `timeoutMs`, a response not complete by then is abandoned
+ * and reported as cut off with the error `timeout`.
  */
-export function sendForm (url: string, params: Record<string, string>, headers: Record<string, string> = {}): Sent {
+export function sendForm (url: string, params: Record<string, string>, headers: Record<string, string> = {}, opts: { timeoutMs?: number } = {}): Sent {
   const body = new URLSearchParams(params).toString()
   let onWritten!: () => void
   const written = new Promise<void>((resolve) => { onWritten = resolve })
   const outcome = new Promise<Outcome>((resolve) => {
+    const timer = opts.timeoutMs === undefined
+      ? undefined
+      : setTimeout(() => { resolve({ kind: 'cut', error: 'timeout' }); req.destroy() }, opts.timeoutMs)
     const req = request(url, {
       method: 'POST',
       agent: false,
@@ -202,13 +206,14 @@ export function sendForm (url: string, params: Record<string, string>, headers: 
       res.on('data', (d: string) => { data += d })
       res.on('end', () => {
         // 'end' after 'aborted' would be a truncated body; complete means it ended normally.
-        if (res.complete) resolve({ kind: 'response', status: res.statusCode ?? 0, body: data })
+        if (res.complete) resolve({ kind: 'response', status: res.statusCode ?? 0, headers: res.headers, body: data })
         else resolve({ kind: 'cut', error: 'response body truncated' })
       })
       res.on('error', (err) => resolve({ kind: 'cut', error: err.message }))
     })
     req.on('finish', onWritten)
     req.on('error', (err) => { onWritten(); resolve({ kind: 'cut', error: (err as NodeJS.ErrnoException).code ?? err.message }) })
+    req.on('close', () => clearTimeout(timer))
     req.end(body)
   })
   return { written, outcome }

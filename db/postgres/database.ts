@@ -63,6 +63,28 @@ export function createPool (url: string, opts: PoolOptions): pg.Pool {
   return pool
 }
 
+/**
+ * Checks a client out of `pool` for several queries (a transaction). While a client is checked out,
+ * pg-pool does not listen for its errors, and pg's Client emits 'error' when its connection is lost
+ * (the server shut down or crashed), during a query or between two: with no listener that event
+ * would end the process. The query in flight, or the next one, fails on its own; the listener only
+ * notes the loss. `release()` returns the client to the pool, or discards it if its connection was
+ * lost or `discard` says so (a transaction that failed midway).
+ */
+export async function checkout (pool: pg.Pool): Promise<{ client: pg.PoolClient, release: (discard?: boolean) => void }> {
+  const client = await pool.connect()
+  let lost = false
+  const onError = (): void => { lost = true }
+  client.on('error', onError)
+  return {
+    client,
+    release: (discard = false) => {
+      client.removeListener('error', onError)
+      client.release(discard || lost)
+    }
+  }
+}
+
 /*
  * SQLSTATE classes that mean "not now" rather than "wrong": connection exceptions (08), insufficient
  * resources (53), operator intervention such as a shutdown or a statement timeout (57), system errors
@@ -92,7 +114,7 @@ export const isRetryable = (err: unknown): boolean => {
  * migrate once, the others wait and then find nothing to do. Returns the schema version.
  */
 export async function migrate (pool: pg.Pool, migrations = postgresMigrations()): Promise<number> {
-  const client = await pool.connect()
+  const { client, release } = await checkout(pool)
   try {
     await client.query('BEGIN')
     await client.query('SELECT pg_advisory_xact_lock($1)', [MIGRATION_LOCK])
@@ -112,7 +134,7 @@ export async function migrate (pool: pg.Pool, migrations = postgresMigrations())
     await client.query('ROLLBACK').catch(() => {})
     throw err
   } finally {
-    client.release()
+    release()
   }
 }
 

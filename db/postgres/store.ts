@@ -5,7 +5,7 @@ import {
   COPY_ORDER, COPY_TABLES, copyBatch, copyRows, maybe, toBudget, toClient, toEvent, toKey, toLoginFailures, toPublicKey, toSession, toSessionView, toToken, toUser,
   type BudgetRow, type ClientRow, type EventRow, type KeyRow, type LoginFailureRow, type PublicKeyRow, type SessionRow, type SessionViewRow, type TokenRow, type UserRow
 } from '../rows.js'
-import { createPool, describeUrl, isRetryable, isTransient, latestPostgresMigration, migrate, schemaVersion, type PoolOptions } from './database.js'
+import { checkout, createPool, describeUrl, isRetryable, isTransient, latestPostgresMigration, migrate, schemaVersion, type PoolOptions } from './database.js'
 
 /*
  * The PostgreSQL store (db/store.ts has the contract). Any number of instances share one database, and
@@ -138,8 +138,9 @@ export function createPostgresStore (pool: pg.Pool): Store {
   async function tx<T> (fn: (q: Query) => Promise<T>): Promise<T> {
     for (let attempt = 1; ; attempt++) {
       let client: pg.PoolClient
+      let release: (discard?: boolean) => void
       try {
-        client = await pool.connect()
+        ({ client, release } = await checkout(pool))
       } catch (err) {
         throw unavailable(err)
       }
@@ -157,7 +158,7 @@ export function createPostgresStore (pool: pg.Pool): Store {
         throw unavailable(err)
       } finally {
         // A connection that failed mid-transaction is not handed to anyone else.
-        client.release(broken)
+        release(broken)
       }
     }
   }

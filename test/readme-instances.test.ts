@@ -4,7 +4,7 @@ import { sharedPostgres, skipWithoutPostgres } from './postgres.js'
 import { expectedOutput, readmeBlock, runBash, skipWithoutCurl as skip } from './readme-recipes.js'
 
 /*
- * The README's "Running several instances" recipe runs as written: two `npm start` processes on two
+ * The README's "Running several instances" recipe runs as written: two server processes (what `npm start` runs) on two
  * ports and one PostgreSQL database, a session started on one refreshed on the other, reuse detected
  * across them and a throttle spent on one honoured by the other, with real curl. Its stdout must be
  * exactly the `# ...` lines that follow the commands in the README.
@@ -23,4 +23,6 @@ t.test('README: two instances on one PostgreSQL database', { skip }, async (t) =
   const result = await runBash(run, { env })
   t.same(result.stdout.trimEnd().split('\n'), expected, `output as the README says\n${result.stderr}`)
   t.equal(result.stderr.split('\n').filter((l) => l !== '' && !l.startsWith('npm warn')).join('\n'), '', 'nothing else on stderr')
+  // The recipe's last line stops both servers: nothing may be left listening.
+  for (const port of [a, b]) await t.rejects(fetch(`http://127.0.0.1:${port}/healthz`), `the instance on ${port} is gone`)
 })

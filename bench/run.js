@@ -21,7 +21,7 @@
 // the Tokenline server during the refresh run; see bench/profile-summary.js).
 import autocannon from 'autocannon'
 import { spawn, spawnSync } from 'node:child_process'
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { createHash, randomBytes } from 'node:crypto'
 import { createServer } from 'node:net'
 import { availableParallelism, cpus, loadavg, tmpdir } from 'node:os'
@@ -227,6 +227,23 @@ function cpuTicks (pid) {
     return undefined
   }
 }
+/** CPU ticks of every PostgreSQL server process on this machine (postmaster, backends, background workers), per pid. */
+function postgresTicks () {
+  const ticks = new Map()
+  for (const pid of readdirSync('/proc').filter((d) => /^\d+$/.test(d))) {
+    try {
+      const cmd = readFileSync(`/proc/${pid}/cmdline`, 'utf8')
+      if (!cmd.startsWith('postgres') && !cmd.includes('/bin/postgres')) continue
+      const t = cpuTicks(pid)
+      if (t !== undefined) ticks.set(pid, t)
+    } catch {}
+  }
+  return ticks
+}
+
+/** PostgreSQL's CPU ticks between two postgresTicks() readings (a backend started in between counts from zero). */
+const postgresDelta = (before, after) => [...after].reduce((a, [pid, t]) => a + t - (before.get(pid) ?? 0), 0)
+
 const CLK_TCK = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout?.trim()) || 100
 
 const form = (o) => new URLSearchParams(o).toString()
@@ -512,7 +529,9 @@ async function benchPostgres () {
         }
         process.stdout.write(`  pg, ${instances} instance(s): measuring ${DURATION} s\n`)
         const before = servers.map((s) => cpuTicks(s.child.pid))
+        const pgBefore = postgresTicks()
         const parts = await run('measure', DURATION)
+        const pgAfter = postgresTicks()
         const after = servers.map((s) => cpuTicks(s.child.pid))
         const sum = (f) => parts.reduce((a, x) => a + f(x), 0)
         const r = {
@@ -532,6 +551,8 @@ async function benchPostgres () {
         }
         const ticks = before.every((b) => b !== undefined) && after.every((a) => a !== undefined) ? after.reduce((a, x, i) => a + x - before[i], 0) : undefined
         r.server_cpu_us_per_request = ticks === undefined || r.total === 0 ? undefined : (ticks * 1e6) / CLK_TCK / r.total
+        // Only meaningful for a cluster on this machine (not BENCH_PG_URL's server elsewhere).
+        r.postgres_cpu_us_per_request = pgAfter.size === 0 || r.total === 0 ? undefined : (postgresDelta(pgBefore, pgAfter) * 1e6) / CLK_TCK / r.total
         out[instances === 1 ? 'one' : 'two'] = r
       } finally {
         for (const s of servers) await stop(s.child)
@@ -592,7 +613,7 @@ function report (r) {
     console.log(`RSS, MiB: H ${rss(r.hello, 'before')} idle, ${rss(r.hello, 'after')} after load; Tokenline ${f0(r.rss_idle_mib)} idle (goal <= H + 40), ${rss(r.refresh, 'before')} after the logins that set up the run, ${rss(r.refresh, 'after')} after the refresh load` +
       (r.password === undefined ? '' : `, ${rss(r.password, 'before')} before the password storm, ${rss(r.password, 'after')} at its end, ${rss(r.password, 'settled')} 5 s later (goal within 10% of before)`))
   }
-  if (r.ratios.pg_over_sqlite !== undefined) console.log(`refresh on PostgreSQL / on SQLite = ${r.ratios.pg_over_sqlite.toFixed(2)}   (PostgreSQL / H = ${f2(r.ratios.pg_over_h)}; server CPU per refresh ${f0(r.postgres.one.server_cpu_us_per_request)} µs, PostgreSQL's own not counted)`)
+  if (r.ratios.pg_over_sqlite !== undefined) console.log(`refresh on PostgreSQL / on SQLite = ${r.ratios.pg_over_sqlite.toFixed(2)}   (PostgreSQL / H = ${f2(r.ratios.pg_over_h)}; server CPU per refresh ${f0(r.postgres.one.server_cpu_us_per_request)} µs, and PostgreSQL's own ${f0(r.postgres.one.postgres_cpu_us_per_request)} µs)`)
   if (r.ratios.pg_two_over_one !== undefined) console.log(`two instances / one on PostgreSQL = ${r.ratios.pg_two_over_one.toFixed(2)}   (on this 2-core box the instances, PostgreSQL and the load generator share the cores)`)
   if (r.ratios.cpu_h_over_refresh !== undefined) console.log(`server CPU per request, H / refresh = ${r.ratios.cpu_h_over_refresh.toFixed(3)}   (the same ratio by CPU cost; steadier on a busy box)`)
   const p = r.primitives

@@ -23,6 +23,7 @@ import { introspectRoute } from './routes/introspect.js'
 import { startJanitor, type Janitor } from './sessions/janitor.js'
 import { revokeRoute } from './routes/revoke.js'
 import { sessionsRoutes } from './routes/sessions.js'
+import { createAuthenticate, type VerifiedAccessToken } from './http/authenticate.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -86,9 +87,16 @@ const tokenline: FastifyPluginAsync<TokenlinePluginOptions> = async (fastify, ra
       tl.sign = makeSigner(k.current)
       tl.verify = makeVerifier(k.published, { issuer: opts.issuer, audience: opts.audience, now: opts.now })
     },
+    // Set below, once the key watcher it shares with Tokenline's routes exists.
+    authenticate: () => { throw new Error('tokenline is not ready') },
     log: fastify.log
   }
   fastify.decorate('tokenline', tl)
+  // Keys rotated by another process: checked before Tokenline's routes and by app.tokenline.authenticate().
+  const keysFresh = await watchKeys(tl)
+  tl.authenticate = createAuthenticate(tl, keysFresh)
+  // On the host's own routes too (this plugin is not encapsulated): set by app.tokenline.authenticate().
+  fastify.decorateRequest('tokenline', null as unknown as VerifiedAccessToken)
   await tl.passwords.prepare()
   const janitor = startJanitor(tl, fastify.log)
   fastify.decorate('tokenlineJanitor', janitor)
@@ -103,7 +111,7 @@ const tokenline: FastifyPluginAsync<TokenlinePluginOptions> = async (fastify, ra
     child.setErrorHandler(errorHandler(tl))
     // Before any route, so that they reach every Tokenline route: the check for keys rotated by
     // another process, and the metrics hooks (with /healthz and /metrics).
-    child.addHook('onRequest', await watchKeys(tl))
+    child.addHook('onRequest', keysFresh)
     // Before every route: @fastify/swagger collects them as they are added.
     await registerOpenApi(child, tl)
     await opsRoutes(child, tl)

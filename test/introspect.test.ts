@@ -1,11 +1,12 @@
 import { decodeJwt } from 'jose'
 import t from 'tap'
-import { basicAuth, build, sidOf, type Harness } from './helpers.js'
+import { basicAuth, build, SAME_ORIGIN, sidOf, type Harness } from './helpers.js'
 import { post, revoke } from './session-helpers.js'
+import { COOKIE_NAME, cookieLogin, cookieValue } from './set-cookie.js'
 
 /*
- * RFC 7662 introspection: confidential clients only (§2.1); a live token of the calling client gets
- * `active: true` with its claims (§2.2); anything else gets exactly `{ "active": false }`.
+ * RFC 7662 introspection: confidential clients only (§2.1); any live token this server issued, to any
+ * client, gets `active: true` with its claims (§2.2); anything else gets exactly `{ "active": false }`.
  */
 
 const SVC = basicAuth('svc', 'svc-secret')
@@ -69,9 +70,6 @@ t.test('everything else is exactly { active: false }', async (t) => {
 
   t.same(await introspect(h, 'total bs'), INACTIVE, 'garbage')
   t.same(await introspect(h, 'tlrt_' + 'A'.repeat(49)), INACTIVE, 'a refresh token with a bad checksum')
-  const cli = await h.login()
-  t.same(await introspect(h, cli.access_token), INACTIVE, 'another client\'s access token')
-  t.same(await introspect(h, cli.refresh_token as string), INACTIVE, 'another client\'s refresh token')
 
   const a = await svcLogin(h)
   h.clock.advance(61)
@@ -126,4 +124,40 @@ t.test('only authenticated confidential clients may introspect', async (t) => {
   const both = await post(h, '/token/introspect', { token: at, client_secret: 'svc-secret' }, { headers: { authorization: SVC } })
   t.equal(both.statusCode, 400, 'two authentication methods are invalid_request')
   t.equal((await h.refresh('tlrt_x')).status, 400, 'sanity: the token endpoint is unaffected')
+})
+
+t.test('any confidential client may introspect any client\'s tokens: a resource server and a browser app', async (t) => {
+  const h = await build(t)
+  // The resource server: a confidential client that never logs anyone in, only introspects.
+  await h.addClient({ id: 'api', secret: 'api-secret', grants: '' })
+  const API = { headers: { authorization: basicAuth('api', 'api-secret') } }
+  const asApi = async (token: string): Promise<Record<string, unknown>> => (await post(h, '/token/introspect', { token }, API)).json()
+
+  // The browser app `web` (cookie delivery): the access token in the body, the refresh token in the cookie.
+  const login = await cookieLogin(h, 'web')
+  const at = login.json().access_token as string
+  const rt = cookieValue(login)
+  const alice = (await h.app.tokenline.store.findUserByUsername('alice'))?.id
+
+  const access = await asApi(at)
+  t.match(access, { active: true, sub: alice, client_id: 'web', scope: decodeJwt(at).scope, sid: sidOf(at), token_type: 'access_token' }, 'web\'s access token is active for api')
+  t.same(access, { active: true, ...decodeJwt(at), token_type: 'access_token' }, 'with every claim of the token')
+  t.match(await asApi(rt), { active: true, sub: alice, client_id: 'web', sid: sidOf(at), token_type: 'refresh_token' }, 'and so is its refresh token')
+  t.match(await introspect(h, at), { active: true, client_id: 'web' }, 'any other confidential client (svc) too')
+  const cli = await h.login()
+  t.match(await asApi(cli.refresh_token as string), { active: true, client_id: 'cli' }, 'a public body client\'s refresh token')
+
+  // The browser logs out (RFC 7009, the refresh cookie): the session ends, and so do both tokens, at once.
+  const logout = await post(h, '/token/revoke', { client_id: 'web' }, { headers: SAME_ORIGIN, cookies: { [COOKIE_NAME]: rt } })
+  t.equal(logout.statusCode, 200)
+  t.same(await asApi(at), INACTIVE, 'its unexpired access token is inactive after the session is revoked')
+  t.same(await asApi(rt), INACTIVE, 'and its refresh token')
+
+  // Public clients still may not introspect, not even their own tokens.
+  const own = await post(h, '/token/introspect', { client_id: 'cli', token: cli.access_token })
+  t.equal(own.statusCode, 401)
+  t.same(own.json().error, 'invalid_client')
+  const web = await post(h, '/token/introspect', { client_id: 'web', token: at }, { headers: SAME_ORIGIN })
+  t.equal(web.statusCode, 401)
+  t.notMatch(web.body, /"active"/)
 })

@@ -67,6 +67,18 @@ export async function liveSessionOf (tl: Tokenline, claims: AccessClaims): Promi
  * error code when none were sent).
  */
 export async function authenticateBearer (tl: Tokenline, request: FastifyRequest): Promise<Caller> {
+  const claims = bearerClaims(tl, request)
+  const session = await liveSessionOf(tl, claims)
+  if (session === undefined) throw invalidToken('session is no longer active')
+  return { claims, session }
+}
+
+/**
+ * The verified claims of the request's `Authorization: Bearer` access token (RFC 6750 §2.1), without
+ * looking at its session: signature, `typ`, `iss`, `aud` and `exp` only. Throws the RFC 6750 §3.1
+ * refusal otherwise.
+ */
+export function bearerClaims (tl: Tokenline, request: FastifyRequest): AccessClaims {
   // RFC 6750 §2.3 / RFC 9700 §4.3.2: never a token in the URL.
   const query = request.query as Record<string, unknown> | undefined
   if (query !== undefined && query !== null && Object.hasOwn(query, 'access_token')) throw invalidRequest('access tokens must not be sent in the query string')
@@ -78,9 +90,7 @@ export async function authenticateBearer (tl: Tokenline, request: FastifyRequest
   if (m?.[1] === undefined || m[1].length > MAX_TOKEN) throw invalidToken('malformed bearer token')
   const claims = verifyAccessToken(tl, m[1])
   if (claims === undefined) throw invalidToken('access token is invalid or expired')
-  const session = await liveSessionOf(tl, claims)
-  if (session === undefined) throw invalidToken('session is no longer active')
-  return { claims, session }
+  return claims
 }
 
 /**

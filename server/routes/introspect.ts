@@ -37,7 +37,7 @@ async function confidentialClient (request: FastifyRequest, params: Params, tl: 
 
 const introspectDoc: RouteDoc = {
   summary: 'Introspect a token (RFC 7662)',
-  description: 'For confidential clients (resource servers). An inactive, unknown or other client\'s token gives `{"active": false}` and nothing else.',
+  description: 'For confidential clients (resource servers): any access or refresh token this server issued, to any client. An inactive or unknown token gives `{"active": false}` and nothing else. Public clients get 401 invalid_client.',
   tags: ['token'],
   consumes: FORM_OR_JSON,
   security: [{ clientBasic: [] }, {}],
@@ -62,35 +62,37 @@ const introspectDoc: RouteDoc = {
       }
     },
     400: oauthError('invalid_request'),
-    401: oauthError('invalid_client: client authentication required'),
+    401: oauthError('invalid_client: client authentication required; public clients may not introspect'),
     429: throttledResponse
   }
 }
 
 /**
- * RFC 7662 token introspection for resource servers. Only the calling client's own tokens are
- * reported active: Tokenline's resource servers are its first-party confidential clients, and a token
- * issued to another client says `{ "active": false }` exactly like an unknown one, so one client cannot
- * learn about another's users (RFC 7662 §4 leaves this policy to the server).
+ * RFC 7662 token introspection for resource servers. A resource server is a confidential client, and
+ * the tokens it is handed were issued to other clients (the web app, the mobile app): so any
+ * authenticated confidential client may introspect any token this server issued, access or refresh,
+ * whichever client it belongs to (RFC 7662 §4 leaves this policy to the server). Public clients cannot
+ * authenticate, so they may not introspect at all (§2.1), which keeps the endpoint from being a
+ * token-scanning oracle.
  */
 export function introspectRoute (app: FastifyInstance, tl: Tokenline): void {
   app.post('/token/introspect', { config: { openapi: introspectDoc } }, async (request) => {
     const params = bodyParams(request)
-    const client = await confidentialClient(request, params, tl)
+    await confidentialClient(request, params, tl)
     const token = params.token
     if (token === undefined) throw invalidRequest('missing required parameter token')
     // token_type_hint is optional and only an optimisation (§2.1): the format says which kind it is.
-    if (isWellFormedRefreshToken(token)) return await introspectRefreshToken(tl, client, token)
-    return await introspectAccessToken(tl, client, token)
+    if (isWellFormedRefreshToken(token)) return await introspectRefreshToken(tl, token)
+    return await introspectAccessToken(tl, token)
   })
 }
 
-async function introspectRefreshToken (tl: Tokenline, client: Client, token: string): Promise<object> {
+async function introspectRefreshToken (tl: Tokenline, token: string): Promise<object> {
   const state = await tl.store.findRefreshToken(digest(token))
   if (state === undefined) return INACTIVE
   const { token: row, session, user } = state
   // A consumed token is not active, even inside the grace window: its holder must rotate to use it.
-  if (session.clientId !== client.id || row.usedAt !== null || row.generation !== session.generation) return INACTIVE
+  if (row.usedAt !== null || row.generation !== session.generation) return INACTIVE
   if (!isLive(session, user, tl.opts.now())) return INACTIVE
   return {
     active: true,
@@ -105,9 +107,9 @@ async function introspectRefreshToken (tl: Tokenline, client: Client, token: str
   }
 }
 
-async function introspectAccessToken (tl: Tokenline, client: Client, token: string): Promise<object> {
+async function introspectAccessToken (tl: Tokenline, token: string): Promise<object> {
   const claims = verifyAccessToken(tl, token)
-  if (claims === undefined || claims.client_id !== client.id) return INACTIVE
+  if (claims === undefined) return INACTIVE
   // Revoking the session ends its access tokens here, even before `exp`.
   if (await liveSessionOf(tl, claims) === undefined) return INACTIVE
   return { active: true, ...claims, token_type: 'access_token' }

@@ -1,6 +1,6 @@
 import { pathToFileURL } from 'node:url'
 import { buildServer } from './app.js'
-import { ConfigError, fromEnv, unknownSettings } from '../options.js'
+import { ConfigError, fromEnv, serverOptions, unknownSettings } from '../options.js'
 
 /** `npm start` / `tokenline serve`: read the environment, listen, and close cleanly on SIGTERM/SIGINT. */
 export async function serve (env: NodeJS.ProcessEnv = process.env): Promise<number> {
@@ -9,7 +9,7 @@ export async function serve (env: NodeJS.ProcessEnv = process.env): Promise<numb
   try {
     config = fromEnv(env)
     // The plugin validates again at register time (cross-field rules, the prefix): same exit status.
-    app = await buildServer(config.options, config.server)
+    app = await buildServer(serverOptions(config.options, config.server), config.server)
   } catch (err) {
     if (err instanceof ConfigError) {
       process.stderr.write(`tokenline: ${err.message}\n`)

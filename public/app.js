@@ -62,6 +62,9 @@ function describe (err) {
 
 const when = (iso) => iso ? new Date(iso).toLocaleString() : ''
 
+/** The column names of the sessions table, in its order (index.html). */
+const LABELS = ['Session', 'Client', 'Created', 'Last used', 'User agent', 'IP']
+
 function renderSessions (sessions) {
   const rows = sessions.map((s) => {
     const tr = document.createElement('tr')
@@ -78,6 +81,8 @@ function renderSessions (sessions) {
     cells.forEach((text, i) => {
       const td = document.createElement('td')
       td.textContent = String(text ?? '')
+      // On a narrow screen each row is a card, and each cell shows its column's name (style.css).
+      td.dataset.label = LABELS[i] ?? ''
       if (i === 0 && s.current) td.className = 'current'
       if (i === 4) td.className = 'ua'
       tr.append(td)

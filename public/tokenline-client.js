@@ -21,6 +21,12 @@
  * - The ACCESS token lives in this module's memory only: never localStorage, sessionStorage, IndexedDB
  *   or a cookie, so it disappears with the tab and nothing persistent holds it. A page reload starts
  *   with no access token and gets a fresh one from the cookie (`restore()`).
+ * - A HINT that this browser has a session, in localStorage (`sessionHint`): `{ sub, username }`, no
+ *   credential. Set on sign-in and on every successful refresh, removed when the session ends. JavaScript
+ *   cannot see the HttpOnly cookie, so without the hint a signed-out page load would have to ask the
+ *   server and be refused (400, no cookie); with it, `restore()` sends nothing when there is nothing to
+ *   restore, and the name typed at sign-in can be shown again after a reload (display only: the hint
+ *   is used only when its `sub` is the restored token's).
  *
  * Refresh tokens rotate: every refresh consumes the cookie's token and sets its successor, and presenting
  * a consumed token again is "reuse" and revokes the whole session (RFC 9700 §4.14.2). Two refreshes
@@ -37,6 +43,9 @@
  *
  * The server also forgives a lost race (the same successor is handed out again within a short grace
  * window), but that is a safety net for clients without this coordination, not something to rely on.
+ *
+ * Throttling (429) and an unavailable server (503) are passing: the session is kept, and the client
+ * sends no refresh before the `Retry-After` the server gave; the next call after it tries again.
  *
  * Errors: every failure is a `TokenlineError` carrying the server's RFC 6749 §5.2 `error` (e.g.
  * `invalid_grant`), `error_description`, Tokenline's machine-readable `reason` (e.g.
@@ -65,14 +74,19 @@ const DEFAULTS = {
    * Seconds before a request to /token or /token/revoke is abandoned. It runs while holding the lock
    * that every tab waits for, so a hung connection must not stall them all.
    */
-  timeout: 15
+  timeout: 15,
+  /**
+   * localStorage key of the session hint (see above), or '' to keep none (restore() then always asks
+   * the server).
+   */
+  sessionHint: 'tokenline-session'
 }
 
 /** An RFC 6749 §5.2 error from Tokenline, or a network failure. */
 export class TokenlineError extends Error {
   /**
    * @param {string} error RFC 6749 error code, or 'network_error' / 'login_required'
-   * @param {{ description?: string, reason?: string, status?: number, cause?: unknown }} [details]
+   * @param {{ description?: string, reason?: string, status?: number, retryAfter?: number, cause?: unknown }} [details]
    */
   constructor (error, details = {}) {
     super(details.description ? `${error}: ${details.description}` : error, details.cause === undefined ? undefined : { cause: details.cause })
@@ -85,6 +99,8 @@ export class TokenlineError extends Error {
     this.reason = details.reason ?? ''
     /** HTTP status, 0 for a network failure. */
     this.status = details.status ?? 0
+    /** Seconds the server asked to wait before trying again (`Retry-After`, on 429 and 503), else 0. */
+    this.retryAfter = details.retryAfter ?? 0
   }
 }
 
@@ -107,10 +123,13 @@ function decodeClaims (jwt) {
 async function errorFrom (res) {
   let body = {}
   try { body = await res.json() } catch { /* not JSON: keep the status */ }
+  // RFC 9110 §10.2.3: delay-seconds (an HTTP-date is not sent by Tokenline; read as no delay).
+  const retryAfter = Number.parseInt(res.headers.get('retry-after') ?? '', 10)
   return new TokenlineError(typeof body.error === 'string' ? body.error : 'server_error', {
     description: typeof body.error_description === 'string' ? body.error_description : `HTTP ${res.status}`,
     reason: typeof body.reason === 'string' ? body.reason : '',
-    status: res.status
+    status: res.status,
+    retryAfter: Number.isFinite(retryAfter) && retryAfter > 0 ? retryAfter : 0
   })
 }
 
@@ -123,13 +142,17 @@ async function jsonOf (res) {
   }
 }
 
+/** A failure that says nothing about the session: throttled (429, RFC 6585 §4), or the server unavailable (5xx). */
+const transient = (err) => err instanceof TokenlineError && (err.status === 429 || err.status >= 500 || err.status === 0)
+
 /**
  * Whether a failed refresh means "there is no usable session" (show the login form) rather than a
  * passing problem (network, 429 throttling, 5xx: keep the state and let the caller retry).
  * invalid_grant: revoked, expired, reused or rebound session (the server has cleared the cookie);
- * invalid_request: typically "missing refresh_token", i.e. there is no cookie at all.
+ * invalid_request: typically "missing refresh_token", i.e. there is no cookie at all. The throttle also
+ * answers `invalid_request`, with 429: the status decides first.
  */
-const endsSession = (err) => err instanceof TokenlineError && (err.error === 'invalid_grant' || err.error === 'invalid_request')
+const endsSession = (err) => err instanceof TokenlineError && !transient(err) && (err.error === 'invalid_grant' || err.error === 'invalid_request')
 
 /**
  * Creates a client. Usually one per page; tabs of the same origin find each other by `lockName` and
@@ -153,6 +176,8 @@ export function createTokenlineClient (options = {}) {
   let username = ''
   /** The refresh in flight in this tab, shared by every caller (single flight). */
   let inflight = null
+  /** After a 429/503 with Retry-After: no refresh is sent before `until` (ms); callers get `error`. */
+  let backoff = { until: 0, error: null }
   const listeners = new Set()
 
   // --- Cross-tab coordination -------------------------------------------------------------------------
@@ -200,6 +225,36 @@ export function createTokenlineClient (options = {}) {
     return run
   }
 
+  // --- Session hint ---------------------------------------------------------------------------------
+
+  /** localStorage, or null where it is missing or refused (then restore() always asks the server). */
+  function storage () {
+    try { return o.sessionHint !== '' && typeof localStorage !== 'undefined' ? localStorage : null } catch { return null }
+  }
+
+  /** The hint: null without storage (unknown), false when no session is known, else { sub, username }. */
+  function readHint () {
+    const ls = storage()
+    if (ls === null) return null
+    try {
+      const v = JSON.parse(ls.getItem(o.sessionHint) ?? 'null')
+      return v !== null && typeof v === 'object' ? v : false
+    } catch { return false }
+  }
+
+  function writeHint (token) {
+    try {
+      if (token === null) storage()?.removeItem(o.sessionHint)
+      else {
+        const sub = String(token.claims.sub ?? '')
+        // A refresh in a tab that does not know the name keeps the one stored for this user.
+        const known = readHint()
+        const name = username !== '' ? username : (known && known.sub === sub && typeof known.username === 'string' ? known.username : '')
+        storage()?.setItem(o.sessionHint, JSON.stringify({ sub, username: name }))
+      }
+    } catch { /* storage full or refused: restore() will ask the server */ }
+  }
+
   // --- State ------------------------------------------------------------------------------------------
 
   function snapshot () {
@@ -237,6 +292,7 @@ export function createTokenlineClient (options = {}) {
       scope: typeof body.scope === 'string' ? body.scope : ''
     }
     set(token)
+    writeHint(token)
     broadcast({ type: 'token', cause, token, username })
     return token
   }
@@ -265,17 +321,32 @@ export function createTokenlineClient (options = {}) {
 
   /** One refresh_token grant with the cookie alone. Call only while holding the lock. */
   async function refreshNow () {
+    // The server asked for a pause (429/503 with Retry-After): honour it without a request.
+    if (Date.now() < backoff.until && backoff.error !== null) throw backoff.error
     // No refresh_token parameter: the token is in the HttpOnly cookie, which JavaScript cannot read.
     const res = await post(tokenUrl, { grant_type: 'refresh_token', client_id: o.clientId })
-    if (res.ok) return accept(await jsonOf(res), 'refresh')
+    if (res.ok) {
+      backoff = { until: 0, error: null }
+      return accept(await jsonOf(res), 'refresh')
+    }
     const err = await errorFrom(res)
-    if (endsSession(err)) {
+    if (transient(err)) {
+      // Throttled or unavailable: the cookie was not consumed and the session goes on. Keep the state
+      // (the access token may still be good for a while) and retry after the server's delay.
+      if (err.retryAfter > 0) backoff = { until: Date.now() + err.retryAfter * 1000, error: err }
+    } else if (endsSession(err)) {
       // The server refused the cookie (and cleared it), or there was none: nobody is signed in.
-      username = ''
-      set(null)
-      broadcast({ type: 'logout', at: Date.now() })
+      ended()
     }
     throw err
+  }
+
+  /** The session is gone, here and in every tab: forget the state and the hint, and tell the others. */
+  function ended () {
+    username = ''
+    writeHint(null)
+    set(null)
+    broadcast({ type: 'logout', at: Date.now() })
   }
 
   /**
@@ -317,8 +388,17 @@ export function createTokenlineClient (options = {}) {
      * @returns {Promise<boolean>} whether a session was restored; rejects only on a passing failure
      */
     async restore () {
+      const hint = readHint()
+      // This browser signed out (or never signed in) here: nothing to restore, and no request that the
+      // server could only refuse. Without storage (null) the server is asked.
+      if (hint === false) return false
       try {
         await refresh(null)
+        // The name typed at sign-in, if the hint is about this very user.
+        if (hint !== null && username === '' && typeof hint.username === 'string' && hint.sub === current?.claims.sub) {
+          username = hint.username
+          set(current)
+        }
         return true
       } catch (err) {
         if (endsSession(err)) return false
@@ -364,9 +444,7 @@ export function createTokenlineClient (options = {}) {
           throw err
         })
       } finally {
-        username = ''
-        set(null)
-        broadcast({ type: 'logout', at: Date.now() })
+        ended()
       }
     },
 

@@ -57,8 +57,8 @@ const TABLE = {
   pgPoolSize: { env: 'TOKENLINE_PG_POOL_SIZE', scope: 'plugin', kind: { type: 'int', min: 1, max: 1000 }, default: 10, doc: 'PostgreSQL only: connections each instance keeps open at most' },
   /** PostgreSQL only: a query running longer is cancelled (and the request answered 503), s. @default 5 */
   pgStatementTimeout: { env: 'TOKENLINE_PG_STATEMENT_TIMEOUT', scope: 'plugin', kind: { type: 'int', min: 1, max: 600, unit: 's' }, default: 5, doc: 'PostgreSQL only: a statement (or a wait for a connection) taking longer is abandoned and the request answered 503 with `Retry-After`' },
-  /** `iss` of access tokens and the base of the metadata URLs. @default 'http://localhost:3000' */
-  issuer: { env: 'TOKENLINE_ISSUER', scope: 'plugin', kind: { type: 'url' }, default: 'http://localhost:3000', doc: '`iss` of access tokens and base URL of the metadata; set it to the public https URL in production' },
+  /** `iss` of access tokens and the base of the metadata URLs (standalone server: `http://localhost:$PORT`). @default 'http://localhost:3000' */
+  issuer: { env: 'TOKENLINE_ISSUER', scope: 'plugin', kind: { type: 'url' }, default: 'http://localhost:3000', doc: '`iss` of access tokens and base URL of the metadata; the standalone server defaults to `http://localhost:$PORT`; set it to the public https URL in production' },
   /** `aud` of access tokens. @default '' (the issuer) */
   audience: { env: 'TOKENLINE_AUDIENCE', scope: 'plugin', kind: { type: 'string', maxLength: 2048 }, default: '', doc: '`aud` of access tokens (empty: the issuer)' },
   /** Access token lifetime, s. @default 900 */
@@ -344,6 +344,17 @@ export function fromEnv (env: NodeJS.ProcessEnv = process.env): { options: Token
     if (rawValue !== undefined) put(options, s.key, coerce(s, rawValue, 'env'))
   }
   return { options: options as TokenlineOptions, server: server as ServerSettings }
+}
+
+/**
+ * The standalone server's plugin options: those of the environment, with the issuer following PORT when
+ * TOKENLINE_ISSUER is not set (`PORT=3001 npm start` issues tokens as `http://localhost:3001`, and its
+ * metadata says so: RFC 8414 §3.3 wants the issuer to be the URL the metadata was fetched under). With
+ * PORT=0 the port is known only once listening, after the issuer is fixed: the plugin's default stays.
+ */
+export function serverOptions (options: TokenlineOptions, server: Pick<ServerSettings, 'port'>): TokenlineOptions {
+  if (options.issuer !== undefined || server.port === 0) return options
+  return { ...options, issuer: `http://localhost:${server.port}` }
 }
 
 export { setting as settingByKey }

@@ -1,5 +1,5 @@
 import Database from 'better-sqlite3'
-import { copyFileSync, existsSync, statSync, writeFileSync } from 'node:fs'
+import { chmodSync, copyFileSync, existsSync, statSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import t from 'tap'
 import { openDatabase } from '../db/sqlite/database.js'
@@ -112,4 +112,25 @@ t.test('tokenline backup refuses to overwrite, and other bad input, with one lin
   const noDir = await runCli(['backup', join(dir, 'nope', 'x.db')], { env })
   t.equal(noDir.code, 1)
   t.match(noDir.stderr, /^tokenline: directory .* does not exist\n$/)
+})
+
+t.test('a backup holds the private signing keys: written 0600, whatever the umask', async (t) => {
+  const dir = t.testdir({})
+  const env = { TOKENLINE_DB: join(dir, 'live.db'), ...CHEAP_ARGON2_ENV }
+  t.equal((await runCli(['user', 'add', 'alice'], { env, input: `${PASSWORD}\n` })).code, 0)
+  const before = process.umask()
+  t.teardown(() => { process.umask(before) })
+  for (const umask of [0o000, 0o022, 0o002]) {
+    // The CLI inherits this process's umask.
+    process.umask(umask)
+    const target = join(dir, `copy-${umask.toString(8)}.db`)
+    const r = await runCli(['backup', target], { env })
+    t.equal(r.code, 0, r.stderr)
+    t.equal(statSync(target).mode & 0o777, 0o600, `mode 0600 under umask ${umask.toString(8).padStart(3, '0')}`)
+    // --force replaces a file that was world-readable: the new one is 0600 too.
+    writeFileSync(target, 'old')
+    chmodSync(target, 0o644)
+    t.equal((await runCli(['backup', target, '--force'], { env })).code, 0)
+    t.equal(statSync(target).mode & 0o777, 0o600, 'a forced backup over a 0644 file is 0600')
+  }
 })

@@ -143,6 +143,23 @@ if (!existsSync(CHROMIUM)) {
   const page = await context.newPage()
   let sid = ''
 
+  /** Every response of status 400 or more that `p` receives until the returned function is called. */
+  const failing = (p: Page): () => string[] => {
+    const seen: string[] = []
+    const on = (r: Response): void => { if (r.status() >= 400) seen.push(`${r.status()} ${r.request().method()} ${new URL(r.url()).pathname}`) }
+    p.on('response', on)
+    return () => { p.off('response', on); return seen }
+  }
+
+  await t.test('a signed-out page load makes no failing request', async (t) => {
+    const stop = failing(page)
+    await page.goto(`${base}/`)
+    await state(page, 'signed-out')
+    await page.waitForLoadState('networkidle')
+    t.same(stop(), [], 'no 4xx or 5xx: the client knows there is no session to restore')
+    t.same(refreshes(), [], 'and sends no refresh')
+  })
+
   await t.test('log in through the form', async (t) => {
     await page.goto(`${base}/`)
     await state(page, 'signed-out')
@@ -194,11 +211,14 @@ if (!existsSync(CHROMIUM)) {
     await state(page, 'signed-in')
     await page.waitForSelector('#sessions-body tr[data-current="true"]')
     t.equal(await page.textContent('#sid'), sid, 'the same session')
+    t.equal(await page.textContent('#user'), 'alice', 'and shows who is signed in')
     const r = refreshes(from)
     t.equal(r.length, 1, 'one refresh on page load')
     t.equal(r[0]?.status, 200)
     t.notOk(r[0]?.params.has('refresh_token'), 'the refresh request carried no refresh_token parameter: only the cookie')
     t.equal(await page.evaluate(() => document.cookie), '', 'document.cookie is still empty')
+    const hint = await page.evaluate(() => localStorage.getItem('tokenline-session') ?? '')
+    t.notOk(/tlrt_|eyJ/.test(hint), 'the session hint in localStorage holds no token')
   })
 
   await t.test('an expired access token is refreshed silently before the next API call', async (t) => {
@@ -294,6 +314,22 @@ if (!existsSync(CHROMIUM)) {
     t.match(await device.textContent('#status'), /session_revoked|invalid_token|signed out/i, 'the other device is told')
   })
 
+  await t.test('at 390 px wide the page does not overflow and the user agent stays readable', async (t) => {
+    const before = page.viewportSize()
+    await page.setViewportSize({ width: 390, height: 844 })
+    t.teardown(async () => { if (before !== null) await page.setViewportSize(before) })
+    await reloadSessions(page)
+    t.ok((await sessionRows(page)).length >= 1, 'the sessions are listed')
+    const width = await page.evaluate(() => document.documentElement.scrollWidth)
+    t.ok(width <= 390, `no horizontal overflow (scrollWidth ${width})`)
+    // A letter per line would make the cell a few px wide and very tall.
+    const ua = await page.$$eval('#sessions-body td.ua', (cells) => cells.map((c) => {
+      const r = c.getBoundingClientRect()
+      return { width: r.width, lines: Math.round(r.height / parseFloat(getComputedStyle(c).lineHeight)) }
+    }))
+    t.ok(ua.length >= 1 && ua.every((c) => c.width >= 250 && c.lines <= 4), `the user agent cells are wide and a few lines tall: ${JSON.stringify(ua)}`)
+  })
+
   await t.test('log out ends the session in every tab', async (t) => {
     const tabs = context.pages()
     const last = [...(await settled())].reverse().find((c) => c.status === 200 && typeof c.body.access_token === 'string')
@@ -313,9 +349,12 @@ if (!existsSync(CHROMIUM)) {
     t.match(await api.json(), { error: 'invalid_token' })
     t.match(api.headers.get('www-authenticate'), /^Bearer /)
 
+    const stop = failing(page)
     await page.reload()
     await state(page, 'signed-out')
     t.ok(await page.isVisible('#login-form'), 'a reload shows the login form')
+    await page.waitForLoadState('networkidle')
+    t.same(stop(), [], 'with no failing request')
     t.same(events(['session_revoked']).filter((e) => e.reason === 'logout').length, 1, 'the session was revoked as a logout')
   })
 
@@ -341,6 +380,65 @@ if (!existsSync(CHROMIUM)) {
     t.same(await other.cookies(), [], 'no cookie was set')
     await p.waitForFunction(() => /csrf_rejected/.test(document.getElementById('status')?.textContent ?? ''))
     t.equal(await p.evaluate(() => document.body.dataset.state), 'signed-out')
+  })
+
+  await t.test('a throttled refresh (429) keeps the session, and a later one goes on with it', async (t) => {
+    // A server of its own, whose failures budget three bogus refreshes spend: the page's next refresh
+    // from the same address is answered 429 until the window ends.
+    const dir2 = mkdtempSync(join(tmpdir(), 'tokenline-browser-429-'))
+    t.teardown(() => rmSync(dir2, { recursive: true, force: true }))
+    const port2 = await freePort()
+    const base2 = `http://localhost:${port2}`
+    const settings2 = {
+      ...settings,
+      TOKENLINE_DB: join(dir2, 'tokenline.db'),
+      PORT: String(port2),
+      TOKENLINE_ISSUER: base2,
+      TOKENLINE_THROTTLE_FAILURES: '3',
+      TOKENLINE_THROTTLE_FAILURES_WINDOW: '4'
+    }
+    t.equal((await runCli(['user', 'add', 'alice'], { env: settings2, input: `${PASSWORD}\n` })).code, 0)
+    await serveDemo(t, cleanEnv(settings2), base2)
+    const ctx = await browser.newContext()
+    ctx.setDefaultTimeout(10_000)
+    watchErrors(ctx)
+    t.teardown(() => ctx.close())
+    const p = await ctx.newPage()
+    await p.goto(`${base2}/`)
+    await state(p, 'signed-out')
+    await p.fill('#username', 'alice')
+    await p.fill('#password', PASSWORD)
+    await p.click('#login-button')
+    await state(p, 'signed-in')
+    const sid2 = (await p.textContent('#sid')) ?? ''
+    await p.waitForSelector('#expiry.expired', { timeout: (ACCESS_TTL + 5) * 1000 })
+
+    let status = 0
+    for (let i = 0; i < 10 && status !== 429; i++) {
+      const r = await fetch(`http://127.0.0.1:${port2}/token`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: 'grant_type=refresh_token&client_id=web&refresh_token=tlrt_bogus' })
+      status = r.status
+    }
+    t.equal(status, 429, 'the failures budget of 127.0.0.1 is spent')
+
+    const [refused] = await Promise.all([
+      p.waitForResponse((r) => new URL(r.url()).pathname === '/token' && r.request().postData()?.includes('grant_type=refresh_token') === true),
+      p.click('#reload-sessions')
+    ])
+    t.equal(refused.status(), 429, 'the page\'s refresh is throttled')
+    const retryAfter = Number(refused.headers()['retry-after'])
+    t.ok(retryAfter >= 1 && retryAfter <= 4, `with Retry-After (${retryAfter} s)`)
+    await p.waitForFunction(() => /too many requests/.test(document.getElementById('status')?.textContent ?? ''))
+    t.equal(await p.evaluate(() => document.body.dataset.state), 'signed-in', 'still signed in: 429 is not the end of the session')
+    t.equal(await p.textContent('#sid'), sid2)
+    t.equal((await ctx.cookies(`${base2}/token`)).filter((c) => c.name === COOKIE_NAME).length, 1, 'the refresh cookie is kept')
+    t.not(await p.evaluate(() => localStorage.getItem('tokenline-session')), null, 'and so is the session hint')
+
+    // After Retry-After (the window has ended by then), the next API call refreshes with the same cookie.
+    await new Promise((resolve) => setTimeout(resolve, retryAfter * 1000 + 300))
+    const res = await reloadSessions(p)
+    t.equal(res.status(), 200, 'the API call succeeds after the pause')
+    t.equal(await p.evaluate(() => document.body.dataset.state), 'signed-in')
+    t.equal(await p.textContent('#sid'), sid2, 'on the same session')
   })
 
   await t.test('no script errors and no reuse anywhere', async (t) => {

@@ -9,7 +9,7 @@ import { existsSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import t from 'tap'
 import { decodeJwt } from 'jose'
-import { basicAuth, build, countVerifies, form, PASSWORD, type Harness, type TokenBody } from './helpers.js'
+import { basicAuth, build, countVerifies, form, ORIGIN, PASSWORD, SAME_ORIGIN, sidOf, type Harness, type TokenBody } from './helpers.js'
 import { CHEAP_ARGON2_ENV, postForm, runCli, startServer, tempDir } from './processes.js'
 
 const LOGIN = { grant_type: 'password', client_id: 'cli', username: 'alice' }
@@ -267,4 +267,34 @@ t.test('canary: neither the password nor the refresh token reaches the database,
   const digests = new Set((conn.prepare('SELECT hex(digest) AS d FROM refresh_tokens').all() as Array<{ d: string }>).map((r) => r.d.toLowerCase()))
   t.equal(digests.size, 2)
   for (const rt of [rt1, rt2]) t.ok(digests.has(createHash('sha256').update(rt).digest('hex')), 'the digest is what is stored')
+})
+
+t.test('a client allowed only the password grant gets no refresh token; its session still exists and can be ended', async (t) => {
+  const h = await build(t)
+  await h.addClient({ id: 'pw-only', grants: 'password' })
+  await h.addClient({ id: 'pw-only-web', grants: 'password', delivery: 'both', origins: ORIGIN })
+
+  const body = await h.token({ ...LOGIN, client_id: 'pw-only', password: PASSWORD })
+  t.equal(body.statusCode, 200)
+  t.same(Object.keys(body.json()).sort(), ['access_token', 'expires_in', 'scope', 'token_type'], 'no refresh_token in the body')
+  t.equal(body.headers['set-cookie'], undefined, 'and no cookie')
+
+  const both = await h.token({ ...LOGIN, client_id: 'pw-only-web', password: PASSWORD }, { headers: SAME_ORIGIN })
+  t.equal(both.statusCode, 200)
+  t.notOk('refresh_token' in both.json(), 'a `both` client: nothing in the body')
+  t.equal(both.headers['set-cookie'], undefined, 'nothing in a cookie')
+
+  // The access token's session exists: listed by the sessions API, and ending it refuses the token.
+  const access = (body.json() as TokenBody).access_token
+  const sid = sidOf(access)
+  t.ok(await h.app.tokenline.store.findSession(sid), 'the session of the access token\'s sid exists')
+  const bearer = { authorization: `Bearer ${access}` }
+  const list = await h.app.inject({ method: 'GET', url: '/sessions', headers: bearer })
+  t.equal(list.statusCode, 200)
+  t.ok((list.json() as { sessions: Array<{ id: string }> }).sessions.some((s) => s.id === sid), 'GET /sessions lists it')
+  t.equal((await h.app.inject({ method: 'DELETE', url: `/sessions/${sid}`, headers: bearer })).statusCode, 204, 'it can be ended')
+  t.equal((await h.app.inject({ method: 'GET', url: '/sessions', headers: bearer })).statusCode, 401, 'and its access token is refused from then on')
+
+  // The body client still gets both: the refresh_token grant is what decides.
+  t.match((await h.login()).refresh_token, /^tlrt_/)
 })

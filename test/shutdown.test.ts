@@ -24,7 +24,9 @@ t.test('SIGTERM under load: in-flight requests finish, exit 0, database closed c
     TOKENLINE_DB: db,
     // Throttling would turn this load into 429s; it is not what this test is about.
     TOKENLINE_THROTTLE_PASSWORD: '0',
-    TOKENLINE_THROTTLE_FAILURES: '0'
+    TOKENLINE_THROTTLE_FAILURES: '0',
+    // Every request received is logged at debug ("incoming request"): the count below waits for them.
+    TOKENLINE_LOG_LEVEL: 'debug'
   }
   // Production argon2 parameters (the defaults): a login takes tens of ms, so some are surely in flight.
   await addAliceAndCli(t, env, PASSWORD)

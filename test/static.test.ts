@@ -75,9 +75,13 @@ t.test('the page honours its own CSP: no inline script, style or handlers', asyn
   }
   t.notMatch(html, /<style\b|\sstyle=/i, 'no inline style')
   t.notMatch(html, /\son[a-z]+=/i, 'no inline event handlers')
-  // The client keeps the access token in memory: no web storage anywhere in the page's scripts.
+  // The client keeps the access token in memory: no web storage anywhere in the page's scripts, except
+  // the client's session hint, whose one write is the user's sub and name (never a token).
   for (const file of ['app.js', 'tokenline-client.js']) {
     const code = readFileSync(join(PUBLIC, file), 'utf8').replace(/\/\*[\s\S]*?\*\/|\/\/.*$/gm, '')
-    t.notMatch(code, /localStorage|sessionStorage|indexedDB|document\.cookie|innerHTML/, `${file} touches no storage or innerHTML`)
+    t.notMatch(code, /sessionStorage|indexedDB|document\.cookie|innerHTML/, `${file} touches no other storage or innerHTML`)
+    const writes = [...code.matchAll(/\.setItem\(([^\n]*)/g)].map((m) => m[1])
+    if (file === 'app.js') t.notMatch(code, /localStorage/, 'app.js uses no localStorage')
+    else t.same(writes, ['o.sessionHint, JSON.stringify({ sub, username: name }))'], 'the one localStorage write is the session hint: sub and name')
   }
 })

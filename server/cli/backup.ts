@@ -1,4 +1,4 @@
-import { existsSync, renameSync, rmSync, statSync } from 'node:fs'
+import { closeSync, existsSync, fchmodSync, openSync, renameSync, rmSync, statSync } from 'node:fs'
 import { basename, dirname, join, resolve } from 'node:path'
 import { openDatabase } from '../../db/sqlite/database.js'
 import { isPostgresUrl } from '../../db/open.js'
@@ -40,6 +40,12 @@ export async function backupCommand (args: string[], io: Io): Promise<void> {
   const db = openDatabase(source, { readonly: true })
   const tmp = join(dirname(dest), `.${basename(dest)}.${process.pid}.tmp`)
   try {
+    // The copy holds the private signing keys: its file is made 0600 before a byte goes in (the umask
+    // could leave it wider, so fchmod too), and SQLite writes into it, and makes its journal, with that
+    // mode. A 0-byte file is an empty database to SQLite. The rename keeps the mode.
+    rmSync(tmp, { force: true })
+    const fd = openSync(tmp, 'wx', 0o600)
+    try { fchmodSync(fd, 0o600) } finally { closeSync(fd) }
     // Copying every page in one step keeps the whole copy inside one read transaction: a write by a
     // server process in between steps would otherwise restart the backup, forever under steady load.
     await db.backup(tmp, { progress: () => ALL_PAGES })

@@ -2,7 +2,7 @@ import type { SecurityEvent } from '../../db/store.js'
 import { required } from '../http/body.js'
 import { checkCsrf } from '../http/csrf.js'
 import type { Tokenline } from '../context.js'
-import { requireGrant } from '../http/client-auth.js'
+import { hasGrant, requireGrant } from '../http/client-auth.js'
 import { requestMeta } from '../http/request-meta.js'
 import { logEvents } from '../sessions/events.js'
 import { Argon2Busy } from '../security/argon2-gate.js'
@@ -83,6 +83,12 @@ export async function handler (tl: Tokenline, { request, reply, params, client }
     if (hash !== undefined) await tl.store.setPasswordHash({ userId: user.id, passwordHash: hash, now, events: [{ type: 'password_rehashed', userId: user.id, ...who }] })
   }
 
+  // A client without the refresh_token grant could never use a refresh token: it gets none (RFC 6749
+  // §4.3.3 and §5.1 make it optional), in neither the body nor a cookie. The session is still started,
+  // so the access token's `sid` names something the sessions API lists and revocation ends; its root
+  // token is a fresh random value that is stored only as a digest and handed to no one, so the lineage
+  // has the same shape as any other session and nothing can ever refresh it.
+  const refreshable = hasGrant(client, 'refresh_token')
   const refreshToken = newRefreshToken()
   const sessionId = randomId()
   const expiresAt = now + sessionTtl(tl, client) * 1000
@@ -100,5 +106,5 @@ export async function handler (tl: Tokenline, { request, reply, params, client }
     events
   })
   logEvents(tl, request.log, events)
-  return issueTokens(tl, reply, client, { id: sessionId, userId: user.id, expiresAt }, scope, refreshToken, now)
+  return issueTokens(tl, reply, client, { id: sessionId, userId: user.id, expiresAt }, scope, refreshable ? refreshToken : undefined, now)
 }

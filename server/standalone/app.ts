@@ -1,5 +1,5 @@
 import fastifyStatic from '@fastify/static'
-import Fastify, { type FastifyInstance } from 'fastify'
+import Fastify, { LogController, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify'
 import { existsSync } from 'node:fs'
 import type { Socket } from 'node:net'
 import { join } from 'node:path'
@@ -47,8 +47,33 @@ export function clientErrorHandler (err: NodeJS.ErrnoException, socket: Socket):
   socket.destroy()
 }
 
+/**
+ * Per-request log lines at `debug` instead of `info`: at the default level a busy server's log holds what
+ * needs attention (start, warnings, security events, errors), not a line per request. A request that
+ * failed with an error is still logged at `error`, whatever the level.
+ */
+export class QuietRequestLog extends LogController {
+  override incomingRequest (request: FastifyRequest): void {
+    if (this.isLogDisabled(request)) return
+    request.log.debug({ req: request }, 'incoming request')
+  }
+
+  override requestCompleted (error: Error | null | undefined, request: FastifyRequest, reply: FastifyReply): void {
+    if (this.isLogDisabled(request)) return
+    if (error !== null && error !== undefined) reply.log.error({ res: reply, err: error, responseTime: reply.elapsedTime }, 'request errored')
+    else reply.log.debug({ res: reply, responseTime: reply.elapsedTime }, 'request completed')
+  }
+
+  override defaultErrorLog (error: Error, request: FastifyRequest, reply: FastifyReply): void {
+    if (this.isLogDisabled(request)) return
+    // A 4xx is the client's mistake, answered as such: a line per request. A 5xx is ours.
+    if (reply.statusCode >= 500) reply.log.error({ req: request, res: reply, err: error }, error.message)
+    else reply.log.debug({ res: reply, err: error }, error.message)
+  }
+}
+
 /** public/ beside dist/ (built: dist/server/standalone/app.js) or beside server/ (run from source by tests). */
-function publicDir (): string | undefined {
+export function publicDir (): string | undefined {
   return ['../../../public/', '../../public/']
     .map((rel) => fileURLToPath(new URL(rel, import.meta.url)))
     .find((dir) => existsSync(join(dir, 'index.html')))
@@ -67,6 +92,7 @@ export async function buildServer (options: TokenlineOptions, server: Pick<Serve
     connectionTimeout: 30_000,
     keepAliveTimeout: 5_000,
     clientErrorHandler,
+    logController: new QuietRequestLog(),
     logger: server.logLevel === 'silent'
       ? false
       : {

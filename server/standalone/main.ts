@@ -1,15 +1,23 @@
+import { existsSync } from 'node:fs'
+import type { AddressInfo } from 'node:net'
 import { pathToFileURL } from 'node:url'
-import { buildServer } from './app.js'
-import { ConfigError, fromEnv, unknownSettings } from '../options.js'
+import { isPostgresUrl } from '../../db/open.js'
+import { buildServer, publicDir } from './app.js'
+import { banner } from './banner.js'
+import { ConfigError, fromEnv, serverOptions, settingByKey, unknownSettings } from '../options.js'
 
 /** `npm start` / `tokenline serve`: read the environment, listen, and close cleanly on SIGTERM/SIGINT. */
 export async function serve (env: NodeJS.ProcessEnv = process.env): Promise<number> {
   let config
   let app
+  let created = false
   try {
     config = fromEnv(env)
+    const database = config.options.database ?? settingByKey('database').default as string
+    // Asked before opening: opening a SQLite file creates it.
+    created = !isPostgresUrl(database) && database !== ':memory:' && !existsSync(database)
     // The plugin validates again at register time (cross-field rules, the prefix): same exit status.
-    app = await buildServer(config.options, config.server)
+    app = await buildServer(serverOptions(config.options, config.server), config.server)
   } catch (err) {
     if (err instanceof ConfigError) {
       process.stderr.write(`tokenline: ${err.message}\n`)
@@ -32,6 +40,15 @@ export async function serve (env: NodeJS.ProcessEnv = process.env): Promise<numb
   process.once('SIGTERM', shutdown)
   process.once('SIGINT', shutdown)
   await app.listen({ port: config.server.port, host: config.server.host })
+  // A person at a terminal gets a few plain lines; a process manager or a pipe gets the JSON log only.
+  if (process.stdout.isTTY) {
+    const tl = app.tokenline
+    const { port } = app.server.address() as AddressInfo
+    process.stdout.write(banner(
+      { host: config.server.host, issuer: tl.opts.issuer, database: tl.opts.database },
+      { port, created, kid: tl.currentKey.kid, alg: tl.currentKey.alg, demo: publicDir() !== undefined }
+    ))
+  }
   return 0
 }
 

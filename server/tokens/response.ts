@@ -16,7 +16,7 @@ export interface TokenResponse {
  * ignores the descriptions and the enum) and what the OpenAPI document shows for it.
  */
 export const tokenResponseSchema = {
-  description: 'RFC 6749 §5.1 token response; `Cache-Control: no-store`. `refresh_token` only for `body`/`both` clients; cookie clients get it in `Set-Cookie`',
+  description: 'RFC 6749 §5.1 token response; `Cache-Control: no-store`. `refresh_token` only for `body`/`both` clients allowed the refresh_token grant; cookie clients get it in `Set-Cookie`',
   type: 'object',
   required: ['access_token', 'token_type', 'expires_in', 'scope'],
   properties: {
@@ -41,8 +41,9 @@ export function cookiePath (tl: Tokenline): string {
 
 /**
  * Signs an RFC 9068 access token for the session and hands both tokens over: the refresh token in
- * the body for `body`/`both` clients and in an HttpOnly cookie for `cookie`/`both` clients. Returns
- * the RFC 6749 §5.1 response body.
+ * the body for `body`/`both` clients and in an HttpOnly cookie for `cookie`/`both` clients. Without a
+ * refresh token (a client not allowed the refresh_token grant), the access token alone. Returns the
+ * RFC 6749 §5.1 response body.
  */
 export function issueTokens (
   tl: Tokenline,
@@ -50,7 +51,7 @@ export function issueTokens (
   client: Client,
   session: Pick<Session, 'id' | 'userId' | 'expiresAt'>,
   scope: string,
-  refreshToken: string,
+  refreshToken: string | undefined,
   now: number
 ): TokenResponse {
   const ttl = accessTtl(tl, client)
@@ -67,6 +68,7 @@ export function issueTokens (
     sid: session.id
   })
   const body: TokenResponse = { access_token: accessToken, token_type: 'Bearer', expires_in: ttl, scope }
+  if (refreshToken === undefined) return body
   if (client.delivery !== 'cookie') body.refresh_token = refreshToken
   if (client.delivery !== 'body') setRefreshCookie(tl, reply, refreshToken, session.expiresAt, now)
   return body

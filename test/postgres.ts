@@ -151,3 +151,21 @@ export function skipWithoutPostgres (t: Test): void {
   if (process.env.CI !== undefined && process.env.CI !== '') t.fail(HOW_TO.replace('skipped', 'cannot run in CI'))
   else t.plan(0, HOW_TO)
 }
+
+/**
+ * Runs API test files again on PostgreSQL: each as a child tap process with TOKENLINE_TEST_ENGINE=postgres,
+ * so test/helpers.ts gives every harness a fresh database on one shared server instead of a SQLite file.
+ */
+export async function rerunOnPostgres (files: string[]): Promise<void> {
+  const root = tap as unknown as Test
+  const server = await sharedPostgres()
+  if (server === undefined) return skipWithoutPostgres(root)
+  // Mostly waiting on PostgreSQL and the children's own servers: two at a time.
+  root.jobs = 2
+  for (const name of files) {
+    // The same node flags as this process (tap's TypeScript loader), so the child runs the .ts file as tap would.
+    root.spawn(process.execPath, [...process.execArgv, `test/${name}.test.ts`], {
+      env: { ...process.env, TOKENLINE_TEST_ENGINE: 'postgres', TOKENLINE_TEST_PG_URL: server.adminUrl }
+    }, `${name}.test.ts on PostgreSQL`)
+  }
+}

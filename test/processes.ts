@@ -116,7 +116,8 @@ export async function startServer (t: Test, env: Record<string, string>): Promis
   child.stdout.on('data', (d: Buffer) => { out += d.toString('utf8') })
   child.stderr.on('data', (d: Buffer) => { out += d.toString('utf8') })
   const url = await new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`server did not start:\n${out}`)), 20_000)
+    // Generous: a box busy with other test files can take many seconds to start a process.
+    const timer = setTimeout(() => reject(new Error(`server did not start:\n${out}`)), 60_000)
     // Registered after the collectors, so `out` already holds the chunk; off once found, as the log grows.
     const onData = (): void => {
       const m = /Server listening at (http:\/\/127\.0\.0\.1:\d+)/.exec(out)

@@ -170,6 +170,9 @@ export interface NewUser {
 
 export type NewClient = Omit<Client, 'createdAt'> & { now: number }
 
+/** The fields `tokenline client update` may change; the ones left out stay as they are. */
+export type ClientChange = Partial<Pick<Client, 'delivery' | 'grants' | 'scopes' | 'origins'>>
+
 export interface NewSession {
   id: string
   userId: string
@@ -300,6 +303,26 @@ export interface Store {
   listClients: () => Promise<Client[]>
   /** Whether any client lists `origin` (exactly) among its allowed browser origins. */
   originAllowed: (origin: string) => Promise<boolean>
+  /**
+   * Changes the given fields of a client and records `events`, in one transaction. Returns the client
+   * as it was and as it is now, or undefined (recording nothing) if there is no such client.
+   */
+  updateClient: (update: { clientId: string, change: ClientChange, now: number, events: SecurityEvent[] }) => Promise<{ before: Client, after: Client } | undefined>
+  /**
+   * Removes a client, in one transaction: revokes every live session of it (reason `client_removed`,
+   * a `session_revoked` event each with `actor`'s fields, appended to `events`), records `events`, then deletes the client
+   * row. Returns the number of sessions revoked, or undefined (recording nothing) if there is no such client.
+   *
+   * The row is deleted, not marked removed: the schema's ON DELETE CASCADE then deletes the client's
+   * sessions and their lineage with it. A removed client is thereby refused by every reader that looks
+   * clients up (client authentication, CORS, cookie delivery) without any of them having to know about
+   * a "removed" mark, and its tokens stop working at once (its client_id no longer authenticates, and
+   * its refresh tokens are no longer found). What happened stays in the audit trail: security_events
+   * has no foreign key, so the `session_revoked` events (with user, session and client) and the
+   * caller's own event outlive the rows; what does not is the lineage (`tokenline lineage`) of those
+   * sessions, which the janitor would delete at their expiry anyway.
+   */
+  removeClient: (removal: { clientId: string, now: number, events: SecurityEvent[], actor?: Omit<SecurityEvent, 'type'> }) => Promise<number | undefined>
 
   /** Inserts `make()`'s key unless a live key of that algorithm exists; returns the newest live key. */
   ensureSigningKey: (alg: string, make: () => NewSigningKey, now: number) => Promise<SigningKey>

@@ -5,7 +5,7 @@ import t from 'tap'
 import { openDatabase } from '../db/sqlite/database.js'
 import { digest } from '../server/tokens/refresh-format.js'
 import { lineageViolations } from './invariants.js'
-import { addAliceAndCli, CHEAP_ARGON2_ENV, runCli, sendForm, startServer } from './processes.js'
+import { addAliceAndCli, CHEAP_ARGON2_ENV, createDatabase, runCli, sendForm, startServer } from './processes.js'
 
 /*
  * `tokenline backup <file>` (SQLite's online backup API) taken while a server process is busy rotating
@@ -78,7 +78,7 @@ t.test('a backup taken during a refresh load restores to a sound database', asyn
 
 t.test('tokenline backup refuses to overwrite, and other bad input, with one line', async (t) => {
   const dir = t.testdir({})
-  const env = { TOKENLINE_DB: join(dir, 'live.db'), ...CHEAP_ARGON2_ENV }
+  const env = { TOKENLINE_DB: await createDatabase(join(dir, 'live.db')), ...CHEAP_ARGON2_ENV }
   t.equal((await runCli(['user', 'add', 'alice'], { env, input: `${PASSWORD}\n` })).code, 0)
   const target = join(dir, 'copy.db')
   writeFileSync(target, 'precious')

@@ -14,7 +14,7 @@ import Database from 'better-sqlite3'
 import t, { type Test } from 'tap'
 import type { Browser, BrowserContext, Page, Request, Response } from 'playwright-core'
 import { PASSWORD } from './helpers.js'
-import { CHEAP_ARGON2_ENV, cleanEnv, freePort, MAIN, ROOT, runCli } from './processes.js'
+import { CHEAP_ARGON2_ENV, cleanEnv, createDatabase, freePort, MAIN, ROOT, runCli } from './processes.js'
 import { COOKIE_NAME } from './set-cookie.js'
 
 const CHROMIUM = '/usr/bin/chromium'
@@ -94,6 +94,7 @@ if (!existsSync(CHROMIUM)) {
     ...CHEAP_ARGON2_ENV
   }
   if (!existsSync(MAIN)) throw new Error('dist/ is missing: run npm run build first (npm test does)')
+  await createDatabase(dbFile)
   const user = await runCli(['user', 'add', 'alice'], { env: settings, input: `${PASSWORD}\n` })
   if (user.code !== 0) throw new Error(`tokenline user add exited ${String(user.code)}: ${user.stderr}`)
   const serverOutput = await serveDemo(t, cleanEnv(settings), base)

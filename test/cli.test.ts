@@ -9,12 +9,13 @@ import { join } from 'node:path'
 import t from 'tap'
 import type { Test } from 'tap'
 import { basicAuth, type TokenBody } from './helpers.js'
-import { CHEAP_ARGON2_ENV, mapLimit, postForm, runCli, startServer, tempDir, type Run } from './processes.js'
+import { CHEAP_ARGON2_ENV, createDatabase, mapLimit, postForm, runCli, startServer, tempDir, type Run } from './processes.js'
 
 const PW = 'a decent password'
 
-function setup (t: Test): { db: string, cli: (args: string[], input?: string) => Promise<Run> } {
-  const db = join(tempDir(t), 'cli.db')
+async function setup (t: Test): Promise<{ db: string, cli: (args: string[], input?: string) => Promise<Run> }> {
+  // Created as the server's first start creates it: the CLI never creates a database.
+  const db = await createDatabase(join(tempDir(t), 'cli.db'))
   return { db, cli: async (args, input) => await runCli(args, { env: { TOKENLINE_DB: db, ...CHEAP_ARGON2_ENV }, ...(input !== undefined && { input }) }) }
 }
 
@@ -38,7 +39,7 @@ function rows<T> (db: string, sql: string): T[] {
 }
 
 t.test('users: add, duplicate, list, passwd, disable, enable', async (t) => {
-  const { db, cli } = setup(t)
+  const { db, cli } = await setup(t)
   const add = await cli(['user', 'add', 'Alice'], PW + '\n')
   assertExit0(t, add, 'user add')
   t.match(add.stdout, /^created user alice \(id [\w-]{22}\)\n$/, 'the username is normalised')
@@ -75,10 +76,10 @@ t.test('users: add, duplicate, list, passwd, disable, enable', async (t) => {
 })
 
 t.test('clients: public and confidential, options validated, the secret shown once and stored as a digest', async (t) => {
-  const { db, cli } = setup(t)
+  const { db, cli } = await setup(t)
   const pub = await cli(['client', 'add', 'mobile', '--delivery', 'body', '--scopes', 'read write'])
   assertExit0(t, pub, 'public client')
-  t.match(pub.stdout, /^created public client mobile \(delivery body\)\n$/)
+  t.match(pub.stdout, /^created client mobile \(public, delivery body\)\n$/, 'without an origin the delivery is body')
   t.notMatch(pub.stdout, /secret/)
 
   const conf = await cli(['client', 'add', 'svc', '--confidential', '--grants', 'refresh_token,password'])
@@ -93,6 +94,14 @@ t.test('clients: public and confidential, options validated, the secret shown on
   const noOrigin = await cli(['client', 'add', 'spa2', '--delivery', 'both'])
   assertExit0(t, noOrigin, 'cookie delivery without an origin still works')
   t.match(noOrigin.stderr, /^note: /, 'but warns that browsers cannot use it')
+  const browser = await cli(['client', 'add', 'spa3', '--origin', 'https://spa3.example.com'])
+  assertExit0(t, browser, 'a browser client without --delivery')
+  t.equal(browser.stdout, 'created client spa3 (public, delivery cookie)\n', 'with an origin the delivery is cookie, and it says so')
+  t.equal(browser.stderr, '')
+  const readable = await cli(['client', 'add', 'spa4', '--delivery', 'body', '--origin', 'https://spa4.example.com'])
+  assertExit0(t, readable, 'body delivery asked for explicitly with an origin')
+  t.match(readable.stdout, /\(public, delivery body\)/)
+  t.match(readable.stderr, /^note: delivery body hands browsers a refresh token their JavaScript can read/, 'is allowed, with a note')
 
   type Row = { id: string, secret_digest: Buffer | null, delivery: string, grants: string, scopes: string, origins: string }
   const byId = new Map(rows<Row>(db, 'SELECT * FROM clients').map((r) => [r.id, r]))
@@ -101,6 +110,8 @@ t.test('clients: public and confidential, options validated, the secret shown on
   t.equal(byId.get('spa')?.delivery, 'cookie')
   t.equal(byId.get('spa')?.origins, 'https://app.example.com http://localhost:5173')
   t.equal(byId.get('spa2')?.delivery, 'both')
+  t.has(byId.get('spa3'), { delivery: 'cookie', origins: 'https://spa3.example.com', grants: 'password refresh_token', scopes: '' })
+  t.equal(byId.get('spa4')?.delivery, 'body')
 
   // Only the SHA-256 digest is kept: not in the database file, its WAL, or any listing.
   t.same(byId.get('svc')?.secret_digest, createHash('sha256').update(secret ?? '').digest())
@@ -114,8 +125,120 @@ t.test('clients: public and confidential, options validated, the secret shown on
   assertBadInput(t, await cli(['client', 'add', 'svc']), 'duplicate client', /already exists/)
 })
 
+t.test('client update: only the fields given change, validated as by add; each change printed', async (t) => {
+  const { db, cli } = await setup(t)
+  const conf = await cli(['client', 'add', 'spa', '--confidential', '--origin', 'https://a.example.com', '--scopes', 'read'])
+  assertExit0(t, conf, 'client add')
+  type Row = { id: string, secret_digest: Buffer | null, delivery: string, grants: string, scopes: string, origins: string, created_at: number }
+  const client = (): Row | undefined => rows<Row>(db, "SELECT * FROM clients WHERE id = 'spa'")[0]
+  const original = client()
+
+  const delivery = await cli(['client', 'update', 'spa', '--delivery', 'both'])
+  assertExit0(t, delivery, 'update --delivery')
+  t.equal(delivery.stdout, 'updated client spa\n  delivery  cookie -> both\n')
+  t.has(client(), { delivery: 'both', origins: 'https://a.example.com', grants: 'password refresh_token', scopes: 'read' }, 'nothing else changed')
+
+  const origins = await cli(['client', 'update', 'spa', '--origin', 'https://b.example.com', '--origin', 'http://localhost:5173', '--origin', 'https://b.example.com'])
+  assertExit0(t, origins, 'update --origin')
+  t.equal(origins.stdout, 'updated client spa\n  origins   https://a.example.com -> https://b.example.com http://localhost:5173\n', 'the list is replaced, duplicates dropped')
+
+  const several = await cli(['client', 'update', 'spa', '--grants', 'refresh_token', '--scopes', '', '--delivery', 'cookie'])
+  assertExit0(t, several, 'several at once')
+  t.equal(several.stdout, 'updated client spa\n  delivery  both -> cookie\n  grants    password refresh_token -> refresh_token\n  scopes    read -> -\n')
+  t.equal(several.stderr, '')
+  const after = client()
+  t.has(after, { delivery: 'cookie', grants: 'refresh_token', scopes: '', origins: 'https://b.example.com http://localhost:5173', created_at: original?.created_at })
+  t.same(after?.secret_digest, original?.secret_digest, 'the secret is untouched')
+
+  const same = await cli(['client', 'update', 'spa', '--delivery', 'cookie'])
+  assertExit0(t, same, 'a value it already has')
+  t.equal(same.stdout, 'client spa unchanged\n')
+
+  const before = readFileSync(db)
+  const cases: Array<[string[], RegExp]> = [
+    [['client', 'update', 'nobody', '--delivery', 'body'], /^tokenline: no client nobody\n$/],
+    [['client', 'update', 'spa'], /nothing to change/],
+    [['client', 'update'], /missing <client_id>/],
+    [['client', 'update', 'bad id!', '--delivery', 'body'], /client_id/],
+    [['client', 'update', 'spa', '--delivery', 'pigeon'], /--delivery/],
+    [['client', 'update', 'spa', '--origin', 'https://a.example.com/'], /--origin/],
+    [['client', 'update', 'spa', '--grants', 'implicit'], /--grants/],
+    [['client', 'update', 'spa', '--scopes', 'a"b'], /--scopes/],
+    [['client', 'update', 'spa', '--confidential'], /confidential/]
+  ]
+  const results = await mapLimit(cases, 4, async ([args]) => await cli(args))
+  cases.forEach(([args, message], i) => assertBadInput(t, results[i] as Run, args.join(' '), message))
+  t.same(readFileSync(db), before, 'no refused update wrote to the database')
+
+  const events = rows<{ type: string, client_id: string, detail: string }>(db, "SELECT * FROM security_events WHERE type = 'client_updated' ORDER BY id")
+  t.same(events.map((e) => JSON.parse(e.detail)), [
+    { via: 'cli', delivery: 'both' },
+    { via: 'cli', origins: 'https://b.example.com http://localhost:5173' },
+    { via: 'cli', delivery: 'cookie', grants: 'refresh_token', scopes: '' },
+    { via: 'cli', delivery: 'cookie' }
+  ], 'each update is in the audit trail, with what it set')
+})
+
+t.test('client remove: the client goes, its sessions stop working at once, the audit trail keeps them', async (t) => {
+  const { db, cli } = await setup(t)
+  const server = await startServer(t, { TOKENLINE_DB: db, ...CHEAP_ARGON2_ENV })
+  assertExit0(t, await cli(['user', 'add', 'alice'], PW + '\n'), 'user add')
+  assertExit0(t, await cli(['client', 'add', 'mobile']), 'the client to remove')
+  assertExit0(t, await cli(['client', 'add', 'other']), 'another client')
+  const token = async (params: Record<string, string>): Promise<{ status: number, body: TokenBody }> => await postForm(`${server.url}/token`, params)
+  const login = async (clientId: string): Promise<TokenBody> => (await token({ grant_type: 'password', username: 'alice', password: PW, client_id: clientId })).body
+  const [m1, m2, o1] = [await login('mobile'), await login('mobile'), await login('other')]
+  t.type(m1.refresh_token, 'string')
+
+  const removed = await cli(['client', 'remove', 'mobile'])
+  assertExit0(t, removed, 'client remove')
+  t.equal(removed.stdout, 'removed client mobile; revoked 2 sessions\n')
+  t.same(rows<{ id: string }>(db, 'SELECT id FROM clients ORDER BY id').map((r) => r.id), ['other', 'web'])
+
+  for (const rt of [m1.refresh_token, m2.refresh_token]) {
+    const r = await token({ grant_type: 'refresh_token', client_id: 'mobile', refresh_token: rt ?? '' })
+    t.equal(r.body.error, 'invalid_client', 'a refresh token of the removed client is refused at once')
+  }
+  t.equal((await login('mobile')).error, 'invalid_client', 'and no one logs in through it')
+  t.equal((await token({ grant_type: 'refresh_token', client_id: 'other', refresh_token: o1.refresh_token ?? '' })).status, 200, 'another client\'s session goes on')
+
+  const events = await cli(['events', '--user', 'alice'])
+  assertExit0(t, events, 'events')
+  t.equal(events.stdout.split('\n').filter((l) => /session_revoked/.test(l) && /client_removed/.test(l)).length, 2, 'tokenline events shows both revocations and why')
+  const trail = rows<{ type: string, client_id: string, reason: string | null, detail: string | null }>(db, "SELECT * FROM security_events WHERE client_id = 'mobile' ORDER BY id")
+  t.same(trail.map((e) => e.type), ['login_succeeded', 'login_succeeded', 'client_removed', 'session_revoked', 'session_revoked'], 'the logins, the removal and its revocations')
+  t.ok(trail.filter((e) => e.type !== 'login_succeeded').every((e) => e.detail === '{"via":"cli"}'), 'marked as done from the CLI')
+
+  assertBadInput(t, await cli(['client', 'remove', 'mobile']), 'removed twice', /^tokenline: no client mobile\n$/)
+  assertBadInput(t, await cli(['client', 'remove']), 'no client_id', /missing <client_id>/)
+  assertBadInput(t, await cli(['client', 'remove', 'other', 'extra']), 'an extra argument', /unexpected argument/)
+  const help = await cli(['help'])
+  t.match(help.stdout, /^ {2}client update <client_id> /m, 'tokenline help lists client update')
+  t.match(help.stdout, /^ {2}client remove <client_id> /m, 'and client remove')
+})
+
+t.test('the CLI never creates a database: a missing SQLite TOKENLINE_DB is one line naming it, and nothing is created', async (t) => {
+  const dir = tempDir(t)
+  const cases: Array<[string[], string | undefined]> = [
+    [['user', 'add', 'alice'], PW + '\n'], [['user', 'list'], undefined], [['client', 'add', 'cli'], undefined],
+    [['client', 'update', 'cli', '--delivery', 'body'], undefined], [['client', 'remove', 'cli'], undefined], [['client', 'list'], undefined],
+    [['sessions', 'alice'], undefined], [['events'], undefined], [['prune'], undefined], [['unlock', 'alice'], undefined], [['keys', 'list'], undefined],
+    [['keys', 'rotate'], undefined], [['revoke', '--user', 'alice'], undefined], [['lineage', 'x'], undefined], [['copy', '--to', join(dir, 'target.db')], undefined]
+  ]
+  const results = await mapLimit(cases, 4, async ([args, input]) => await runCli(args, { env: { TOKENLINE_DB: join(dir, 'sub', 'nope.db'), ...CHEAP_ARGON2_ENV }, ...(input !== undefined && { input }) }))
+  const abs = join(dir, 'sub', 'nope.db')
+  cases.forEach(([args], i) => assertBadInput(t, results[i] as Run, args.join(' '), new RegExp(`^tokenline: database ${abs.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} does not exist: start the server once \\(npm start\\) to create it, or set TOKENLINE_DB`)))
+  t.notOk(existsSync(join(dir, 'sub')), 'no directory created')
+  t.notOk(existsSync(join(dir, 'target.db')), 'no copy target created')
+
+  // A relative path is named absolute, resolved where the command ran.
+  const relative = await runCli(['user', 'list'], { env: { TOKENLINE_DB: 'data/missing-here.db' }, cwd: dir })
+  assertBadInput(t, relative, 'a relative path', new RegExp(`database ${join(dir, 'data', 'missing-here.db').replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} does not exist`))
+  t.notOk(existsSync(join(dir, 'data')), 'nothing created there either')
+})
+
 t.test('every bad input: non-zero exit and one line on stderr', async (t) => {
-  const { db, cli } = setup(t)
+  const { db, cli } = await setup(t)
   assertExit0(t, await cli(['user', 'add', 'alice'], PW + '\n'), 'seed user')
   assertExit0(t, await cli(['client', 'add', 'cli']), 'seed client')
   const before = readFileSync(db)
@@ -176,7 +299,7 @@ t.test('every bad input: non-zero exit and one line on stderr', async (t) => {
 })
 
 t.test('a user and client created by the CLI work against the real server', async (t) => {
-  const { db, cli } = setup(t)
+  const { db, cli } = await setup(t)
   assertExit0(t, await cli(['user', 'add', 'alice'], PW + '\n'), 'user add')
   assertExit0(t, await cli(['client', 'add', 'mobile', '--delivery', 'body']), 'public client')
   const conf = await cli(['client', 'add', 'svc', '--confidential'])

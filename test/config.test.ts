@@ -4,7 +4,7 @@ import { join } from 'node:path'
 import t from 'tap'
 import tokenline from '../server/plugin.js'
 import { ConfigError, SETTINGS, coerce, fromEnv, optionsTable, resolveOptions, unknownSettings, type Setting } from '../server/options.js'
-import { MAIN, ROOT, cleanEnv, runCli } from './processes.js'
+import { MAIN, ROOT, cleanEnv, createDatabase, runCli } from './processes.js'
 import { spawn } from 'node:child_process'
 
 /*
@@ -254,7 +254,7 @@ t.test('npm start warns about an unknown TOKENLINE_ variable in its log, and sta
 })
 
 t.test('the CLI warns about an unknown TOKENLINE_ variable on stderr, and runs', async (t) => {
-  const db = join(t.testdir({}), 'db.sqlite')
+  const db = await createDatabase(join(t.testdir({}), 'db.sqlite'))
   const r = await runCli(['keys', 'list'], { env: { TOKENLINE_DB: db, TOKENLINE_BINDNG: 'strict' } })
   t.equal(r.code, 0, 'the command still ran')
   t.equal(r.stderr, 'tokenline: warning: unknown setting TOKENLINE_BINDNG (did you mean TOKENLINE_BINDING?)\n', 'one line naming the closest setting')

@@ -18,6 +18,8 @@ t.test('README: the cookie session with curl', { skip }, async (t) => {
 
   const dir = t.testdir({})
   const env = { TOKENLINE_DB: join(dir, 'tokenline.db') }
+  // As the Quick start: the server runs (and has created the database) before the CLI is used.
+  const server = await startServer(t, env)
   const user = await runCli(['user', 'add', 'alice'], { env, input: `${PASSWORD}\n` })
   t.equal(user.code, 0, user.stderr)
   // The client the README creates just before the block, with the same command.
@@ -26,7 +28,6 @@ t.test('README: the cookie session with curl', { skip }, async (t) => {
   const client = await runCli((add?.[1] ?? 'client add jar --delivery cookie').split(' '), { env })
   t.equal(client.code, 0, client.stderr)
 
-  const server = await startServer(t, env)
   const run = script.replaceAll('localhost:3000', `localhost:${server.port}`)
   // In the test directory, so mktemp's jar lands there too.
   const result = await runBash(run, { cwd: dir, env: { ...env, TMPDIR: dir } })

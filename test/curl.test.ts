@@ -1,6 +1,6 @@
 /*
- * The README's curl session runs as written: the Quick start's CLI commands create the user and the
- * client, the real standalone server (dist/) listens on a free port, and the block between the
+ * The README's curl session runs as written: the real standalone server (dist/) starts on a free port
+ * and creates the database, the Quick start's CLI commands create the user and the client, and the block between the
  * curl-session markers is run by bash with real curl. Only `127.0.0.1:3000` is replaced. What the
  * block prints must be exactly the `# ...` expected-output lines that follow its commands.
  */
@@ -29,12 +29,15 @@ t.test('README: the curl session works as written', { skip }, async (t) => {
   // Exactly the Quick start's commands (npx tokenline, password piped on stdin), on the test's database.
   const setup = quickStartSetup()
   t.match(setup, /npx tokenline client add cli/, 'the Quick start creates the curl client')
+  const quickStart = README.slice(README.indexOf('## Quick start'))
+  t.ok(quickStart.indexOf('npm start') < quickStart.indexOf('npx tokenline user add'), 'after starting the server, which creates the database')
+  // In that order: the CLI refuses a database that does not exist yet.
+  const server = await startServer(t, env)
   const created = await runBash(setup, { env })
   t.equal(created.code, 0, created.stderr)
   t.match(created.stdout, /created user alice/)
-  t.match(created.stdout, /created public client cli \(delivery body\)/)
+  t.match(created.stdout, /created client cli \(public, delivery body\)/)
 
-  const server = await startServer(t, env)
   const run = script.replaceAll('127.0.0.1:3000', `${server.host}:${server.port}`)
   const result = await runBash(run, { env })
   t.equal(result.code, 0, `the session runs to the end (stderr: ${result.stderr.slice(0, 500)})`)

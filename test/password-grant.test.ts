@@ -10,7 +10,7 @@ import { join } from 'node:path'
 import t from 'tap'
 import { decodeJwt } from 'jose'
 import { basicAuth, build, countVerifies, form, ORIGIN, PASSWORD, SAME_ORIGIN, sidOf, type Harness, type TokenBody } from './helpers.js'
-import { CHEAP_ARGON2_ENV, postForm, runCli, startServer, tempDir } from './processes.js'
+import { CHEAP_ARGON2_ENV, createDatabase, postForm, runCli, startServer, tempDir } from './processes.js'
 
 const LOGIN = { grant_type: 'password', client_id: 'cli', username: 'alice' }
 
@@ -204,7 +204,7 @@ t.test('hashes are re-made with the configured parameters on the next successful
 
 t.test('production argon2id parameters: a user created by the CLI with default settings', async (t) => {
   const dir = tempDir(t)
-  const db = join(dir, 'prod.db')
+  const db = await createDatabase(join(dir, 'prod.db'))
   const add = async (name: string): Promise<void> => {
     const r = await runCli(['user', 'add', name], { env: { TOKENLINE_DB: db }, input: 'a perfectly fine password\n' })
     t.equal(r.code, 0, r.stderr)
@@ -223,7 +223,7 @@ t.test('production argon2id parameters: a user created by the CLI with default s
 
 t.test('canary: neither the password nor the refresh token reaches the database, the WAL or the logs', async (t) => {
   const dir = tempDir(t)
-  const db = join(dir, 'canary.db')
+  const db = await createDatabase(join(dir, 'canary.db'))
   const canary = 'CANARY-' + randomBytes(12).toString('hex')
   const cli = await runCli(['user', 'add', 'alice'], { env: { TOKENLINE_DB: db, ...CHEAP_ARGON2_ENV }, input: canary + '\n' })
   t.equal(cli.code, 0, cli.stderr)

@@ -11,6 +11,7 @@ import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import type { Test } from 'tap'
+import { isPostgresUrl, openStore } from '../db/open.js'
 import type { TokenBody } from './helpers.js'
 
 export const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..')
@@ -73,8 +74,21 @@ export async function runCli (args: string[], opts: { env: Record<string, string
   return await run(process.execPath, [CLI, ...args], { env: cleanEnv(opts.env), cwd: opts.cwd ?? ROOT, input: opts.input ?? '' })
 }
 
-/** Creates user alice (password `password`) and the public body client `cli` with the CLI: one assertion each that it exits 0. */
+/**
+ * Creates and migrates the SQLite database `file` (nothing for a PostgreSQL URL) by opening the store
+ * once, as the server's first start does: the CLI refuses a database that does not exist yet.
+ */
+export async function createDatabase (file: string): Promise<string> {
+  if (!isPostgresUrl(file)) await (await openStore(file, { pgPoolSize: 1, pgStatementTimeoutMs: 5000 })).close()
+  return file
+}
+
+/**
+ * Creates user alice (password `password`) and the public body client `cli` with the CLI: one assertion
+ * each that it exits 0. The database is created first if it does not exist, as a server's first start would.
+ */
 export async function addAliceAndCli (t: Test, env: Record<string, string>, password: string): Promise<void> {
+  if (env.TOKENLINE_DB !== undefined) await createDatabase(env.TOKENLINE_DB)
   const user = await runCli(['user', 'add', 'alice'], { env, input: `${password}\n` })
   t.equal(user.code, 0, user.stderr)
   const client = await runCli(['client', 'add', 'cli', '--delivery', 'body'], { env })

@@ -18,13 +18,14 @@ t.test('README: two devices, the sessions API, a replay and a logout, with curl'
 
   const dir = t.testdir({})
   const env = { TOKENLINE_DB: join(dir, 'tokenline.db') }
+  // As the Quick start: the server runs (and has created the database) before the CLI is used.
+  const server = await startServer(t, env)
   const add = await tokenline(env.TOKENLINE_DB, ['user', 'add', 'alice'], `${PASSWORD}\n`)
   t.equal(add.code, 0, add.stderr)
   // The quick start's client for curl, with the quick start's command.
   t.match(README, /^npx tokenline client add cli --delivery body$/m)
   t.equal((await tokenline(env.TOKENLINE_DB, ['client', 'add', 'cli', '--delivery', 'body'])).code, 0)
 
-  const server = await startServer(t, env)
   const run = script.replaceAll('localhost:3000', `localhost:${server.port}`)
   // In the project root, where `npx tokenline` finds this package's own bin.
   const result = await runBash(run, { env })

@@ -48,20 +48,21 @@ async function fresh (t: Test, engine: Engine): Promise<{ store: Store, database
 }
 
 /** A session of `userId` with its login token `token`. */
-async function login (store: Store, userId: string, token: string, opts: { now?: number, expiresAt?: number, deviceId?: string | null, events?: SecurityEvent[] } = {}): Promise<string> {
+async function login (store: Store, userId: string, token: string, opts: { now?: number, expiresAt?: number, deviceId?: string | null, events?: SecurityEvent[], clientId?: string } = {}): Promise<string> {
   const sessionId = id('sess')
   const now = opts.now ?? T0
+  const clientId = opts.clientId ?? 'app'
   await store.startSession({
     id: sessionId,
     userId,
-    clientId: 'app',
+    clientId,
     scope: 'read',
     meta: { ...META, deviceId: opts.deviceId ?? null },
     now,
     idleExpiresAt: now + 24 * HOUR,
     expiresAt: opts.expiresAt ?? now + 30 * 24 * HOUR,
     tokenDigest: digest(token),
-    events: opts.events ?? [{ type: 'session_started', userId, sessionId, clientId: 'app' }]
+    events: opts.events ?? [{ type: 'session_started', userId, sessionId, clientId }]
   })
   return sessionId
 }
@@ -114,6 +115,63 @@ for (const engine of engines) {
       for (const o of ['https://a.exampl', 'a.example', 'https://a.example https://b.example', '', '%', '_', 'https://%.example']) {
         t.notOk(await store.originAllowed(o), `not allowed: ${JSON.stringify(o)}`)
       }
+    })
+
+    t.test('clients: an update changes only the given fields, with its events; an unknown client is undefined', async (t) => {
+      const s = await fresh(t, engine)
+      if (s === undefined) return
+      const { store } = s
+      const first = await store.updateClient({ clientId: 'app', change: { origins: 'https://c.example' }, now: T0 + 5, events: [{ type: 'client_updated', clientId: 'app', detail: { n: 1 } }] })
+      t.match(first?.before, { id: 'app', delivery: 'body', grants: 'password refresh_token', scopes: 'read', origins: 'https://a.example https://b.example', createdAt: T0 })
+      t.match(first?.after, { id: 'app', delivery: 'body', grants: 'password refresh_token', scopes: 'read', origins: 'https://c.example', createdAt: T0 })
+      t.notOk(await store.originAllowed('https://a.example'), 'an origin taken off the list is refused at once')
+      t.ok(await store.originAllowed('https://c.example'))
+      const second = await store.updateClient({ clientId: 'app', change: { delivery: 'cookie', grants: 'refresh_token', scopes: '' }, now: T0 + 6, events: [{ type: 'client_updated', clientId: 'app', detail: { n: 2 } }] })
+      t.match(second?.after, { delivery: 'cookie', grants: 'refresh_token', scopes: '', origins: 'https://c.example' }, 'an empty scope list is a change, not an omission')
+      t.match(await store.findClient('app'), { delivery: 'cookie', grants: 'refresh_token', scopes: '', origins: 'https://c.example', secretDigest: null })
+      t.same((await store.updateClient({ clientId: 'app', change: {}, now: T0 + 7, events: [] }))?.after, second?.after, 'no change changes nothing')
+      t.equal(await store.updateClient({ clientId: 'nobody', change: { delivery: 'body' }, now: T0 + 8, events: [{ type: 'client_updated', clientId: 'nobody' }] }), undefined)
+      t.same((await store.listEvents({})).filter((e) => e.type === 'client_updated').map((e) => [e.clientId, e.at, e.detail]),
+        [['app', T0 + 6, '{"n":2}'], ['app', T0 + 5, '{"n":1}']], 'events recorded for the updates that happened only')
+    })
+
+    t.test('clients: removal revokes the live sessions with events, then deletes the client, its sessions and their lineage', async (t) => {
+      const s = await fresh(t, engine)
+      if (s === undefined) return
+      const { store, alice, database } = s
+      await store.createClient({ id: 'other', secretDigest: null, delivery: 'body', grants: 'password refresh_token', scopes: '', origins: 'https://o.example', accessTtl: null, idleTtl: null, sessionTtl: null, now: T0 })
+      const a = await login(store, alice, 'a0', { now: T0 })
+      const b = await login(store, alice, 'b0', { now: T0 + 1 })
+      const revoked = await login(store, alice, 'r0', { now: T0 + 2 })
+      await store.revokeSession({ sessionId: revoked, reason: 'logout', now: T0 + 3, events: [] })
+      const expired = await login(store, alice, 'x0', { now: T0 - 2 * HOUR, expiresAt: T0 - HOUR })
+      const kept = await login(store, alice, 'o0', { now: T0 + 4, clientId: 'other' })
+      t.equal((await store.refresh(refreshInput('a0', 'a1', T0 + 10))).kind, 'rotated')
+
+      const events: SecurityEvent[] = [{ type: 'client_removed', clientId: 'app', detail: { via: 'test' } }]
+      t.equal(await store.removeClient({ clientId: 'app', now: T0 + 100, events, actor: { detail: { via: 'test' } } }), 2, 'the two live sessions, not the revoked or expired one')
+      t.same(events.map((e) => [e.type, e.sessionId ?? null, e.reason ?? null]),
+        [['client_removed', null, null], ['session_revoked', a, 'client_removed'], ['session_revoked', b, 'client_removed']], 'the revocations appended to the caller\'s events, oldest session first')
+      t.equal(await store.findClient('app'), undefined, 'the client is gone')
+      t.same((await store.listClients()).map((c) => c.id), ['other'])
+      t.notOk(await store.originAllowed('https://a.example'), 'its origins with it')
+      for (const sid of [a, b, revoked, expired]) t.equal(await store.findSession(sid), undefined, 'its sessions are deleted')
+      t.same(await store.lineage(a), [], 'with their lineage')
+      t.equal((await store.refresh(refreshInput('a1', 'a2', T0 + 200))).kind, 'not_found', 'its live token no longer works')
+      t.equal(await store.findRefreshToken(digest('b0')), undefined)
+      t.ok(await store.findSession(kept), 'another client\'s session stays')
+      t.equal((await store.refresh(refreshInput('o0', 'o1', T0 + 200))).kind, 'rotated', 'and works')
+
+      const trail = await store.listEvents({ userId: alice })
+      t.same(trail.filter((e) => e.type === 'session_revoked' && e.reason === 'client_removed').map((e) => [e.sessionId, e.clientId, e.at, e.detail]).reverse(),
+        [[a, 'app', T0 + 100, '{"via":"test"}'], [b, 'app', T0 + 100, '{"via":"test"}']], 'the audit trail keeps the revocations, with the actor')
+      t.ok(trail.some((e) => e.type === 'session_started' && e.sessionId === a), 'and what came before')
+      t.equal((await store.listEvents({})).filter((e) => e.type === 'client_removed').length, 1)
+
+      t.equal(await store.removeClient({ clientId: 'app', now: T0 + 300, events: [{ type: 'client_removed', clientId: 'app' }] }), undefined, 'removed once')
+      t.equal((await store.listEvents({})).filter((e) => e.type === 'client_removed').length, 1, 'and recorded once')
+      await t.rejects(login(store, alice, 'late0', { now: T0 + 400 }), 'no session can start on a removed client')
+      await assertLineage(t, database)
     })
 
     t.test('signing keys: one live key per algorithm however many ask at once, rotation retires and expires', async (t) => {

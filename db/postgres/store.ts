@@ -248,6 +248,35 @@ export function createPostgresStore (pool: pg.Pool): Store {
     },
     async findClient (id) { return maybe((await query('SELECT * FROM clients WHERE id = $1', [id])).rows[0] as ClientRow | undefined, toClient) },
     async listClients () { return (await query('SELECT * FROM clients ORDER BY id')).rows.map(toClient) },
+    async updateClient ({ clientId, change, now, events }) {
+      return await tx(async (q) => {
+        const before = (await q('SELECT * FROM clients WHERE id = $1 FOR UPDATE', [clientId])).rows[0] as ClientRow | undefined
+        if (before === undefined) return undefined
+        const after = (await q(`UPDATE clients SET delivery = coalesce($2, delivery), grants = coalesce($3, grants),
+          scopes = coalesce($4, scopes), origins = coalesce($5, origins) WHERE id = $1 RETURNING *`,
+        [clientId, change.delivery ?? null, change.grants ?? null, change.scopes ?? null, change.origins ?? null])).rows[0] as ClientRow
+        await record(q, events, now)
+        return { before: toClient(before), after: toClient(after) }
+      })
+    },
+    async removeClient ({ clientId, now, events, actor }) {
+      return await tx(async (q) => {
+        // FOR UPDATE conflicts with the key-share lock a new session's foreign key takes on the client
+        // row: a login of this client either committed before (and its session is revoked below) or
+        // waits for this transaction and then fails, the client gone. A refresh's compare-and-set on a
+        // session revoked or deleted here changes nothing, and it finds no token on its next round.
+        if ((await q('SELECT 1 FROM clients WHERE id = $1 FOR UPDATE', [clientId])).rows.length === 0) return undefined
+        const { rows } = await q(`UPDATE sessions SET revoked_at = $1, revoked_reason = 'client_removed'
+          WHERE client_id = $2 AND revoked_at IS NULL AND expires_at > $1
+          RETURNING id, user_id, created_at`, [now, clientId])
+        rows.sort((a, b) => a.created_at - b.created_at || (a.id < b.id ? -1 : 1))
+        for (const r of rows) events.push({ ...actor, type: 'session_revoked', userId: r.user_id, sessionId: r.id, clientId, reason: 'client_removed' })
+        await record(q, events, now)
+        // ON DELETE CASCADE removes the client's sessions, and their lineage, with it.
+        await q('DELETE FROM clients WHERE id = $1', [clientId])
+        return rows.length
+      })
+    },
     async originAllowed (origin) {
       // A space inside the value would match across two list entries; strpos, unlike LIKE, has no wildcards.
       if (origin === '' || /\s/.test(origin)) return false

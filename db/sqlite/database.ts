@@ -14,13 +14,14 @@ export const BUSY_TIMEOUT_MS = 5000
 export const loadMigrations = (dir = MIGRATIONS_DIR): Migration[] => load(dir)
 
 /**
- * Opens (creating if needed) the database file, sets the pragmas every connection needs and applies
- * pending migrations. Safe to call from several processes at once: migrations run inside one
- * immediate transaction that re-reads `user_version` after taking the write lock.
+ * Opens (creating if needed, unless `mustExist` or `readonly`) the database file, sets the pragmas
+ * every connection needs and applies pending migrations. Safe to call from several processes at once:
+ * migrations run inside one immediate transaction that re-reads `user_version` after taking the write lock.
  */
-export function openDatabase (file: string, opts: { readonly?: boolean } = {}): DB {
-  if (file !== ':memory:' && !opts.readonly) mkdirSync(dirname(file), { recursive: true })
-  const db = new Database(file, { timeout: BUSY_TIMEOUT_MS, readonly: opts.readonly ?? false, fileMustExist: opts.readonly ?? false })
+export function openDatabase (file: string, opts: { readonly?: boolean, mustExist?: boolean } = {}): DB {
+  const mustExist = (opts.readonly ?? false) || (opts.mustExist ?? false)
+  if (file !== ':memory:' && !mustExist) mkdirSync(dirname(file), { recursive: true })
+  const db = new Database(file, { timeout: BUSY_TIMEOUT_MS, readonly: opts.readonly ?? false, fileMustExist: mustExist })
   if (!opts.readonly) db.pragma('journal_mode = WAL')
   // NORMAL in WAL mode survives application crashes (SIGKILL); only an OS crash can lose the last commits.
   db.pragma('synchronous = NORMAL')

@@ -1,5 +1,5 @@
 import type {
-  BudgetCount, CopyBatch, LoginFailures, NewSession, NewSigningKey, PruneResult, PublicSigningKey, RefreshInput, RefreshResult, RefreshState, RefreshVerdict, SecurityEvent, Store
+  BudgetCount, Client, CopyBatch, LoginFailures, NewSession, NewSigningKey, PruneResult, PublicSigningKey, RefreshInput, RefreshResult, RefreshState, RefreshVerdict, SecurityEvent, Store
 } from '../store.js'
 import { BUDGET_STALE_MS, StoreError } from '../store.js'
 import { latestMigration, type DB } from './database.js'
@@ -33,6 +33,12 @@ export function createStore (db: DB): Store {
     client: db.prepare<[string], ClientRow>('SELECT * FROM clients WHERE id = ?'),
     clients: db.prepare<[], ClientRow>('SELECT * FROM clients ORDER BY id'),
     // Whole-word match in the space-separated list; instr, unlike LIKE, has no wildcards.
+    updateClient: db.prepare(`UPDATE clients SET delivery = coalesce(@delivery, delivery), grants = coalesce(@grants, grants),
+      scopes = coalesce(@scopes, scopes), origins = coalesce(@origins, origins) WHERE id = @id`),
+    liveSessionsOfClient: db.prepare<[string, number], { id: string, user_id: string }>(
+      'SELECT id, user_id FROM sessions WHERE client_id = ? AND revoked_at IS NULL AND expires_at > ? ORDER BY created_at, id'),
+    // ON DELETE CASCADE removes the client's sessions, and their lineage, with it.
+    deleteClient: db.prepare('DELETE FROM clients WHERE id = ?'),
     originAllowed: db.prepare<[string], { ok: number }>("SELECT 1 AS ok FROM clients WHERE instr(' ' || origins || ' ', ' ' || ? || ' ') > 0 LIMIT 1"),
 
     liveKey: db.prepare<[string], KeyRow>('SELECT * FROM signing_keys WHERE alg = ? AND retired_at IS NULL ORDER BY created_at DESC LIMIT 1'),
@@ -234,6 +240,28 @@ export function createStore (db: DB): Store {
 
     recordEvents: db.transaction((events: SecurityEvent[], now: number) => record(events, now)),
 
+    updateClient: db.transaction(({ clientId, change, now, events }: Parameters<Store['updateClient']>[0]): { before: Client, after: Client } | undefined => {
+      const before = q.client.get(clientId)
+      if (before === undefined) return undefined
+      q.updateClient.run({ id: clientId, delivery: change.delivery ?? null, grants: change.grants ?? null, scopes: change.scopes ?? null, origins: change.origins ?? null })
+      record(events, now)
+      return { before: toClient(before), after: toClient(q.client.get(clientId) as ClientRow) }
+    }),
+
+    // Same write lock as rotation and login: a refresh or a login of the client either commits before
+    // this (and its session is revoked, then deleted) or runs after it (and finds no client).
+    removeClient: db.transaction(({ clientId, now, events, actor }: Parameters<Store['removeClient']>[0]): number | undefined => {
+      if (q.client.get(clientId) === undefined) return undefined
+      const live = q.liveSessionsOfClient.all(clientId, now)
+      for (const s of live) {
+        q.revokeSession.run(now, 'client_removed', s.id)
+        events.push({ ...actor, type: 'session_revoked', userId: s.user_id, sessionId: s.id, clientId, reason: 'client_removed' })
+      }
+      record(events, now)
+      q.deleteClient.run(clientId)
+      return live.length
+    }),
+
     // Same write lock as rotation: a refresh either commits before this (and its child dies with the
     // session) or runs after it (and finds the session revoked). Never a live token left behind.
     revokeUserSessions: db.transaction((r: Parameters<Store['revokeUserSessions']>[0]): SecurityEvent[] => {
@@ -346,6 +374,8 @@ export function createStore (db: DB): Store {
     async createClient (c) { q.insertClient.run(c) },
     async findClient (id) { return maybe(q.client.get(id), toClient) },
     async listClients () { return q.clients.all().map(toClient) },
+    async updateClient (update) { return tx.updateClient.immediate(update) },
+    async removeClient (removal) { return tx.removeClient.immediate(removal) },
     async originAllowed (origin) {
       // A space inside the value would match across two list entries.
       if (origin === '' || /\s/.test(origin)) return false

@@ -1,5 +1,7 @@
+import { existsSync } from 'node:fs'
+import { resolve } from 'node:path'
 import { parseArgs, type ParseArgsConfig } from 'node:util'
-import { openStore } from '../../db/open.js'
+import { isPostgresUrl, openStore } from '../../db/open.js'
 import type { Store } from '../../db/store.js'
 import { fromEnv, resolveOptions, type ResolvedOptions } from '../options.js'
 import { CliError, type Io } from './io.js'
@@ -85,12 +87,26 @@ export function subcommand<S extends string> (args: readonly string[], names: re
 export const cliOptions = (io: Io): ResolvedOptions => resolveOptions(fromEnv(io.env).options)
 
 /**
- * Opens the database named by TOKENLINE_DB (default ./data/tokenline.db), runs `use`, and closes the
- * database whatever happens, so that no command leaves it open behind an error.
+ * A SQLite database setting that names no file yet: the one-line error saying so. The CLI never creates
+ * a database (a mistyped TOKENLINE_DB, or a command run from another directory, would otherwise get a
+ * new empty one, and the user or client it adds would be where no server looks); the server does, on
+ * its first start.
+ */
+export function missingDatabase (database: string): CliError | undefined {
+  if (isPostgresUrl(database) || database === ':memory:' || existsSync(database)) return undefined
+  return new CliError(`database ${resolve(database)} does not exist: start the server once (npm start) to create it, or set TOKENLINE_DB to the server's database`)
+}
+
+/**
+ * Opens the database named by TOKENLINE_DB (default ./data/tokenline.db), which must exist, runs
+ * `use`, and closes the database whatever happens, so that no command leaves it open behind an error.
  */
 export async function withStore<T> (io: Io, use: (context: { store: Store, opts: ResolvedOptions }) => Promise<T>): Promise<T> {
   const opts = cliOptions(io)
-  const store = await openStore(opts.database, { pgPoolSize: opts.pgPoolSize, pgStatementTimeoutMs: opts.pgStatementTimeout * 1000 })
+  const missing = missingDatabase(opts.database)
+  if (missing !== undefined) throw missing
+  // mustExist as well: a file deleted since the check above is still not created.
+  const store = await openStore(opts.database, { pgPoolSize: opts.pgPoolSize, pgStatementTimeoutMs: opts.pgStatementTimeout * 1000, mustExist: true })
   try {
     return await use({ store, opts })
   } finally {

@@ -4,7 +4,7 @@ import { isPostgresUrl, openStore, type StoreOptions } from '../../db/open.js'
 import { describeUrl } from '../../db/postgres/database.js'
 import { COPY_ORDER } from '../../db/rows.js'
 import type { Store } from '../../db/store.js'
-import { cliOptions, parseCommand } from './command.js'
+import { cliOptions, missingDatabase, parseCommand } from './command.js'
 import { CliError, plural, type Io } from './io.js'
 
 const USAGE = 'tokenline copy --to <database>'
@@ -46,8 +46,10 @@ export async function copyCommand (args: string[], io: Io): Promise<void> {
 
   const opts = cliOptions(io)
   const from = opts.database
-  // Opening a SQLite file that is not there would create an empty one, and copy nothing.
-  if (!isPostgresUrl(from) && !existsSync(from)) throw new CliError(`database ${from} does not exist (set TOKENLINE_DB)`)
+  // Opening a SQLite file that is not there would create an empty one, and copy nothing. The target
+  // (--to) is opened without mustExist: creating it is the point.
+  const missing = missingDatabase(from)
+  if (missing !== undefined) throw missing
   if (sameDatabase(from, to)) throw new CliError(`--to names the database being copied (${describe(to)}): copy into another, empty database`)
 
   const storeOptions: StoreOptions = { pgPoolSize: opts.pgPoolSize, pgStatementTimeoutMs: opts.pgStatementTimeout * 1000 }

@@ -20,6 +20,10 @@ const USAGE = `usage: tokenline <command>
   user list
   client add <client_id> [--confidential] [--delivery cookie|body|both]
              [--origin <url>]... [--grants password,refresh_token] [--scopes "a b"]
+                                         delivery defaults to cookie with an --origin, else body
+  client update <client_id> [--delivery cookie|body|both] [--origin <url>]... [--grants ...] [--scopes "a b"]
+                                         change only the fields given (--origin replaces the list)
+  client remove <client_id>              delete the client; revokes its live sessions at once
   client list
   sessions <username>                    the user's sessions: live, revoked (why) or expired, and their binding
   revoke --session <id> | --user <username>

@@ -116,7 +116,7 @@ t.test('tokenline backup refuses to overwrite, and other bad input, with one lin
 
 t.test('a backup holds the private signing keys: written 0600, whatever the umask', async (t) => {
   const dir = t.testdir({})
-  const env = { TOKENLINE_DB: join(dir, 'live.db'), ...CHEAP_ARGON2_ENV }
+  const env = { TOKENLINE_DB: await createDatabase(join(dir, 'live.db')), ...CHEAP_ARGON2_ENV }
   t.equal((await runCli(['user', 'add', 'alice'], { env, input: `${PASSWORD}\n` })).code, 0)
   const before = process.umask()
   t.teardown(() => { process.umask(before) })

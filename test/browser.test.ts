@@ -392,7 +392,7 @@ if (!existsSync(CHROMIUM)) {
     const base2 = `http://localhost:${port2}`
     const settings2 = {
       ...settings,
-      TOKENLINE_DB: join(dir2, 'tokenline.db'),
+      TOKENLINE_DB: await createDatabase(join(dir2, 'tokenline.db')),
       PORT: String(port2),
       TOKENLINE_ISSUER: base2,
       TOKENLINE_THROTTLE_FAILURES: '3',

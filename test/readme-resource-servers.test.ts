@@ -11,7 +11,7 @@ import { join } from 'node:path'
 import { pathToFileURL } from 'node:url'
 import t, { type Test } from 'tap'
 import { build, PASSWORD } from './helpers.js'
-import { CHEAP_ARGON2_ENV, cleanEnv, freePort, ROOT, runCli } from './processes.js'
+import { CHEAP_ARGON2_ENV, cleanEnv, createDatabase, freePort, ROOT, runCli } from './processes.js'
 import { README, runBash } from './readme-recipes.js'
 
 const DIST_ENTRY = pathToFileURL(join(ROOT, 'dist', 'server', 'index.js')).href
@@ -53,7 +53,7 @@ const login = async (base: string, client: string, scope?: string): Promise<{ ac
 t.test('Protecting your routes: the example app, run as a process, protects /me', async (t) => {
   const dir = t.testdir({})
   mkdirSync(join(dir, 'data'))
-  const env = { TOKENLINE_DB: join(dir, 'data', 'tokenline.db'), ...CHEAP_ARGON2_ENV }
+  const env = { TOKENLINE_DB: await createDatabase(join(dir, 'data', 'tokenline.db')), ...CHEAP_ARGON2_ENV }
   t.equal((await runCli(['user', 'add', 'alice'], { env, input: `${PASSWORD}\n` })).code, 0)
   t.equal((await runCli(['client', 'add', 'cli', '--delivery', 'body', '--scopes', 'read write'], { env })).code, 0)
 

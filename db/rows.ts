@@ -1,4 +1,4 @@
-import type { BudgetCount, Client, CopyBatch, LoginFailures, PublicSigningKey, RefreshTokenRecord, Session, SessionView, SigningKey, StoredSecurityEvent, User } from './store.js'
+import type { BudgetCount, Client, CopyBatch, LoginFailures, PublicSigningKey, RefreshTokenRecord, SecurityEvent, Session, SessionView, SigningKey, StoredSecurityEvent, User } from './store.js'
 
 /*
  * The tables' rows as both engines return them (the schema's snake_case names; BLOB/BYTEA as Buffer,
@@ -315,6 +315,19 @@ const fromToken = (t: RefreshTokenRecord): TokenRow => ({
   used_user_agent: t.usedUserAgent,
   used_device_id: t.usedDeviceId,
   successor_sealed: t.successorSealed
+})
+
+/** A security event to record, as its row (without the id the database assigns); the detail as JSON text. */
+export const newEventRow = (e: SecurityEvent, at: number): Omit<EventRow, 'id'> => ({
+  at,
+  type: e.type,
+  user_id: e.userId ?? null,
+  session_id: e.sessionId ?? null,
+  client_id: e.clientId ?? null,
+  ip: e.ip ?? null,
+  user_agent: e.userAgent ?? null,
+  reason: e.reason ?? null,
+  detail: e.detail == null ? null : JSON.stringify(e.detail)
 })
 
 const fromEvent = (e: StoredSecurityEvent): EventRow => ({

@@ -2,7 +2,7 @@ import type pg from 'pg'
 import type { CopyBatch, LoginFailures, RefreshInput, RefreshResult, RefreshState, RefreshVerdict, SecurityEvent, Store } from '../store.js'
 import { BUDGET_STALE_MS, StoreError } from '../store.js'
 import {
-  COPY_ORDER, COPY_TABLES, copyBatch, copyRows, maybe, toBudget, toClient, toEvent, toKey, toLoginFailures, toPublicKey, toSession, toSessionView, toToken, toUser,
+  COPY_ORDER, COPY_TABLES, copyBatch, copyRows, maybe, newEventRow, toBudget, toClient, toEvent, toKey, toLoginFailures, toPublicKey, toSession, toSessionView, toToken, toUser,
   type BudgetRow, type ClientRow, type EventRow, type KeyRow, type LoginFailureRow, type PublicKeyRow, type SessionRow, type SessionViewRow, type TokenRow, type UserRow
 } from '../rows.js'
 import { checkout, createPool, describeUrl, isRetryable, isTransient, latestPostgresMigration, migrate, schemaVersion, type PoolOptions } from './database.js'
@@ -35,16 +35,8 @@ const EVENTS_FROM_JSON = `SELECT $1::bigint, e.type, e.user_id, e.session_id, e.
 
 const INSERT_EVENTS = `INSERT INTO security_events (at, type, user_id, session_id, client_id, ip, user_agent, reason, detail) ${EVENTS_FROM_JSON}`
 
-const eventsJson = (events: SecurityEvent[]): string => JSON.stringify(events.map((e) => ({
-  type: e.type,
-  user_id: e.userId ?? null,
-  session_id: e.sessionId ?? null,
-  client_id: e.clientId ?? null,
-  ip: e.ip ?? null,
-  user_agent: e.userAgent ?? null,
-  reason: e.reason ?? null,
-  detail: e.detail == null ? null : JSON.stringify(e.detail)
-})))
+// The statement supplies `at` itself ($1); each row's other columns travel in one JSON parameter.
+const eventsJson = (events: SecurityEvent[]): string => JSON.stringify(events.map((e) => newEventRow(e, 0)))
 
 /*
  * The hot path's statements, prepared once per connection (named). The read takes the session and the

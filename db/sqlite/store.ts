@@ -4,7 +4,7 @@ import type {
 import { BUDGET_STALE_MS, StoreError } from '../store.js'
 import { latestMigration, type DB } from './database.js'
 import {
-  COPY_ORDER, COPY_TABLES, copyBatch, copyRows, maybe, toBudget, toClient, toEvent, toKey, toLoginFailures, toPublicKey, toSession, toSessionView, toToken, toUser,
+  COPY_ORDER, COPY_TABLES, copyBatch, copyRows, maybe, newEventRow, toBudget, toClient, toEvent, toKey, toLoginFailures, toPublicKey, toSession, toSessionView, toToken, toUser,
   type BudgetRow, type ClientRow, type CopyKind, type EventRow, type KeyRow, type LoginFailureRow, type PublicKeyRow, type SessionRow, type SessionViewRow, type TokenRow, type UserRow
 } from '../rows.js'
 
@@ -70,7 +70,7 @@ export function createStore (db: DB): Store {
     lineage: db.prepare<[string], TokenRow>('SELECT * FROM refresh_tokens WHERE session_id = ? ORDER BY generation'),
 
     insertEvent: db.prepare(`INSERT INTO security_events (at, type, user_id, session_id, client_id, ip, user_agent, reason, detail)
-      VALUES (@at, @type, @userId, @sessionId, @clientId, @ip, @userAgent, @reason, @detail)`),
+      VALUES (@at, @type, @user_id, @session_id, @client_id, @ip, @user_agent, @reason, @detail)`),
     eventsAll: db.prepare<[number], EventRow>('SELECT * FROM security_events ORDER BY id DESC LIMIT ?'),
     eventsUser: db.prepare<[string, number], EventRow>('SELECT * FROM security_events WHERE user_id = ? ORDER BY id DESC LIMIT ?'),
     eventsSession: db.prepare<[string, number], EventRow>('SELECT * FROM security_events WHERE session_id = ? ORDER BY id DESC LIMIT ?'),
@@ -116,19 +116,7 @@ export function createStore (db: DB): Store {
 
   /** Inserts events; only ever called inside a transaction that writes what they describe. */
   const record = (events: SecurityEvent[], now: number): void => {
-    for (const e of events) {
-      q.insertEvent.run({
-        at: now,
-        type: e.type,
-        userId: e.userId ?? null,
-        sessionId: e.sessionId ?? null,
-        clientId: e.clientId ?? null,
-        ip: e.ip ?? null,
-        userAgent: e.userAgent ?? null,
-        reason: e.reason ?? null,
-        detail: e.detail == null ? null : JSON.stringify(e.detail)
-      })
-    }
+    for (const e of events) q.insertEvent.run(newEventRow(e, now))
   }
 
   /**
